@@ -1,0 +1,232 @@
+"""Typed configuration with named presets.
+
+Three presets share one architecture and differ in size:
+
+* ``tiny``  — 64×64, narrow; unit tests run it in seconds on a CPU.
+* ``small`` — 128×128; trainable on a 2-core CPU, and the bundled model's preset.
+* ``paper`` — 256×256 with the widths of Zakharov et al. (2019), N = 512.
+
+Every checkpoint stores the full :class:`Config` as JSON, so a model can be rebuilt
+exactly from the file alone (``Config.from_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from talkinghead.errors import TalkingHeadError
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the embedder E, generator G and discriminator D."""
+
+    image_size: int = 256
+    #: Channels of the first (highest resolution) block; doubled per downsampling.
+    base_channels: int = 64
+    #: Upper bound on channels in any block.
+    max_channels: int = 512
+    #: Size N of the person embedding ê (512 in the paper).
+    embed_dim: int = 512
+    #: Downsampling blocks in G's encoder (image_size / 2**n is G's bottleneck size).
+    gen_downsamples: int = 4
+    #: AdaIN residual blocks at G's bottleneck.
+    gen_res_blocks: int = 5
+    #: Spatial sizes at which self-attention sits, in G, E and D (32 and 64 in the paper).
+    attention_sizes: tuple[int, ...] = (64, 32)
+    #: Downsampling blocks in E and D (image_size / 2**n is their final feature map size).
+    disc_downsamples: int = 6
+    #: Spectral normalisation in G, E and D, as in the paper.
+    spectral_norm: bool = True
+
+    def validate(self) -> None:
+        if self.image_size % (2 ** self.gen_downsamples):
+            raise TalkingHeadError(
+                f"image_size {self.image_size} is not divisible by 2**gen_downsamples"
+            )
+        if self.image_size // (2 ** self.disc_downsamples) < 1:
+            raise TalkingHeadError("disc_downsamples too large for image_size")
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (paper, section 3.2 and implementation details)."""
+
+    #: Weight of the VGG19 (ImageNet) part of the content loss L_CNT.
+    vgg19: float = 1.5e-1
+    #: Weight of the face-recognition part of L_CNT (VGGFace in the paper; dlib's ResNet here).
+    face: float = 2.5e-2
+    #: Weight of the pixel L1 term that replaces VGG19 when its weights are not available.
+    pixel_fallback: float = 10.0
+    #: Hinge adversarial loss weight for G.
+    adversarial: float = 1.0
+    #: Feature matching L_FM.
+    feature_matching: float = 10.0
+    #: Embedding match L_MCH between W_i and ê_i.
+    embedding_match: float = 80.0
+
+
+@dataclass
+class TrainConfig:
+    """Meta-learning (stage 1) and fine-tuning (stage 2) settings."""
+
+    #: Episodes per optimiser step (per process under DDP).
+    batch_size: int = 6
+    #: K: frames per episode fed to the embedder (8 in the paper).
+    shots: int = 8
+    lr_generator: float = 5e-5  # E and G (paper)
+    lr_discriminator: float = 2e-4  # D (paper)
+    betas: tuple[float, float] = (0.0, 0.999)
+    #: D updates per G update (2 in the paper, following SAGAN).
+    disc_steps: int = 2
+    steps: int = 100_000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 20
+    image_every: int = 500
+    #: bf16/fp16 autocast on CUDA; ignored on CPU.
+    amp: bool = True
+    compile: bool = False
+    num_workers: int = 2
+    seed: int = 0
+    #: Fine-tuning defaults (stage 2).
+    finetune_steps: int = 100
+    finetune_lr_generator: float = 5e-5
+    finetune_lr_discriminator: float = 2e-4
+    finetune_batch_size: int = 8
+
+
+@dataclass
+class Config:
+    preset: str = "paper"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # -- serialisation -------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        def build(dc_type, values):
+            kwargs = {}
+            names = {f.name: f for f in dataclasses.fields(dc_type)}
+            for key, value in (values or {}).items():
+                if key not in names:
+                    continue  # tolerate fields from newer versions
+                default = getattr(dc_type(), key)
+                if isinstance(default, tuple) and isinstance(value, list):
+                    value = tuple(value)
+                kwargs[key] = value
+            return dc_type(**kwargs)
+
+        return cls(
+            preset=data.get("preset", "custom"),
+            model=build(ModelConfig, data.get("model")),
+            loss=build(LossConfig, data.get("loss")),
+            train=build(TrainConfig, data.get("train")),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls.from_dict(json.loads(text))
+
+    def override(self, assignments: list[str]) -> "Config":
+        """Apply ``section.field=value`` overrides (e.g. ``train.batch_size=4``)."""
+        out = Config.from_dict(self.to_dict())
+        for item in assignments:
+            if "=" not in item or "." not in item.split("=", 1)[0]:
+                raise TalkingHeadError(
+                    f"bad override {item!r}: expected section.field=value, e.g. train.steps=500"
+                )
+            key, raw = item.split("=", 1)
+            section_name, name = key.split(".", 1)
+            section = getattr(out, section_name, None)
+            if section is None or not dataclasses.is_dataclass(section) or not hasattr(section, name):
+                raise TalkingHeadError(f"bad override {item!r}: unknown setting {key}")
+            current = getattr(section, name)
+            try:
+                value = _parse_like(raw, current)
+            except ValueError as exc:
+                raise TalkingHeadError(f"bad override {item!r}: {exc}") from None
+            setattr(section, name, value)
+        out.model.validate()
+        return out
+
+
+def _parse_like(raw: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{raw!r} is not a boolean")
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    if isinstance(current, tuple):
+        parts = [p for p in raw.replace("(", "").replace(")", "").split(",") if p.strip()]
+        kind = type(current[0]) if current else int
+        return tuple(kind(p) for p in parts)
+    return raw
+
+
+def _tiny() -> Config:
+    return Config(
+        preset="tiny",
+        model=ModelConfig(
+            image_size=64,
+            base_channels=16,
+            max_channels=64,
+            embed_dim=64,
+            gen_downsamples=2,
+            gen_res_blocks=2,
+            attention_sizes=(16,),
+            disc_downsamples=4,
+        ),
+        train=TrainConfig(batch_size=2, shots=2, steps=200, checkpoint_every=50, num_workers=0,
+                          log_every=5, image_every=50, finetune_steps=20, finetune_batch_size=2),
+    )
+
+
+def _small() -> Config:
+    return Config(
+        preset="small",
+        model=ModelConfig(
+            image_size=128,
+            base_channels=32,
+            max_channels=256,
+            embed_dim=256,
+            gen_downsamples=3,
+            gen_res_blocks=3,
+            attention_sizes=(32,),
+            disc_downsamples=5,
+        ),
+        train=TrainConfig(batch_size=4, shots=4, steps=20_000, checkpoint_every=250,
+                          log_every=10, image_every=250, finetune_steps=60, finetune_batch_size=4),
+    )
+
+
+def _paper() -> Config:
+    return Config(preset="paper")
+
+
+PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}
+
+
+def get_preset(name: str) -> Config:
+    """Return a fresh copy of a named preset (``tiny``, ``small`` or ``paper``)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise TalkingHeadError(
+            f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}"
+        ) from None
