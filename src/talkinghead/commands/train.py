@@ -1,14 +1,75 @@
-"""`talkinghead train` (not implemented yet)."""
+"""`talkinghead train`: meta-learning (paper stage 1) on a prepared data set."""
 
 from __future__ import annotations
 
+import argparse
+import logging
+
 from talkinghead.errors import TalkingHeadError
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = """examples:
+  talkinghead train data/ --preset small --out runs/meta
+  talkinghead train data/ --out runs/meta --resume                 # continue where it stopped
+  talkinghead train data/ --preset tiny --set train.steps=500 train.batch_size=4
+  torchrun --nproc_per_node=8 -m talkinghead.cli train data/ --preset paper --out runs/paper
+"""
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="(not implemented yet)")
+    p = sub.add_parser("train", help="meta-learn E, G and D on a prepared data set",
+                       description=__doc__, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", help="folder written by `talkinghead prepare`")
+    p.add_argument("--out", required=True, help="run folder: checkpoints/, tb/ (TensorBoard), samples/")
+    p.add_argument("--preset", default="small", help="tiny | small | paper (default: small)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                   help="continue from RUN/latest.safetensors, or from the given checkpoint")
+    p.add_argument("--steps", type=int, help="total optimiser steps (overrides the preset)")
+    p.add_argument("--batch-size", type=int, help="episodes per step and process")
+    p.add_argument("--shots", type=int, help="K frames per episode")
+    p.add_argument("--split", default=None,
+                   help="train only on the 'train' identities of a split: 'faces' (bundled) or a file")
+    p.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override any config field, e.g. train.lr_generator=1e-4 model.embed_dim=256")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop cleanly (with a checkpoint) after this much wall time")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
+def resolve_config(args):
+    from talkinghead.config import get_preset
+    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.train.meta import latest_checkpoint
+
+    overrides = list(args.set)
+    for flag, key in (("steps", "train.steps"), ("batch_size", "train.batch_size"), ("shots", "train.shots")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    resume_path = latest_checkpoint(args.out) if args.resume is True else args.resume
+    if args.resume is True and resume_path is None:
+        raise TalkingHeadError(f"{args.out}: nothing to resume (no latest.safetensors)")
+    if resume_path:
+        base = load_checkpoint(resume_path).config  # the run's own settings win over --preset
+    else:
+        base = get_preset(args.preset)
+    return base.override(overrides), resume_path
+
+
 def run(args) -> int:
-    raise TalkingHeadError("`talkinghead train` is not implemented yet in this version")
+    from talkinghead.train.meta import train_meta
+
+    config, resume_path = resolve_config(args)
+    identities = None
+    if args.split:
+        from talkinghead.eval.splits import load_split
+
+        identities = load_split(args.split)["train"]
+    final = train_meta(args.dataset, args.out, config, resume=resume_path, identities=identities,
+                       device=args.device, time_limit_s=args.max_minutes * 60 if args.max_minutes else None,
+                       progress=not args.no_progress)
+    print(f"checkpoint: {final}")
+    return 0
