@@ -1,14 +1,43 @@
-"""`talkinghead finetune` (not implemented yet)."""
+"""`talkinghead finetune`: build a person's avatar from a few photos, a painting or a video
+(paper stage 2). ``--steps 0`` gives the feed-forward (FF) avatar."""
 
 from __future__ import annotations
 
-from talkinghead.errors import TalkingHeadError
+import argparse
+
+EXAMPLES = """examples:
+  talkinghead finetune photo.jpg --checkpoint meta.safetensors -o me.avatar
+  talkinghead finetune a.jpg b.jpg c.jpg --checkpoint meta.safetensors --steps 100 -o me.avatar
+  talkinghead finetune talk.mp4 --shots 8 --checkpoint meta.safetensors -o me.avatar
+  talkinghead finetune mona_lisa.jpg --steps 0 -o mona_ff.avatar           # feed-forward, no fine-tuning
+"""
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("finetune", help="(not implemented yet)")
+    p = sub.add_parser("finetune", help="make an avatar from a few images or a video",
+                       description=__doc__, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="+", help="images of one person, or one video / frame folder")
+    p.add_argument("--checkpoint", default=None,
+                   help="meta-learned checkpoint (default: the bundled model)")
+    p.add_argument("--shots", type=int, default=None, help="K: frames to use (default: all images, 8 from a video)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="fine-tuning steps (default: the checkpoint's preset; 0 = feed-forward)")
+    p.add_argument("-o", "--output", required=True, help="avatar file to write (.avatar)")
+    p.add_argument("--device", default=None, help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    raise TalkingHeadError("`talkinghead finetune` is not implemented yet in this version")
+    from talkinghead.infer.avatar import Avatar
+    from talkinghead.infer.bundled import resolve_checkpoint
+
+    sources = args.sources[0] if len(args.sources) == 1 else args.sources
+    avatar = Avatar.from_images(sources, resolve_checkpoint(args.checkpoint), shots=args.shots,
+                                finetune_steps=args.steps, device=args.device, seed=args.seed)
+    path = avatar.save(args.output)
+    history = avatar.finetune_history
+    detail = (f"content loss {history[0]:.3f} -> {history[-1]:.3f}" if history else "feed-forward")
+    print(f"avatar: {path} ({avatar.shots} shots, {avatar.finetune_steps} steps, {detail})")
+    return 0

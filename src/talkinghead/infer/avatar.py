@@ -1,0 +1,268 @@
+"""Few-shot avatars (paper stage 2) and rendering.
+
+    avatar = Avatar.from_images(["me1.jpg", "me2.jpg"], checkpoint="meta.safetensors", finetune_steps=60)
+    frames = avatar.animate(landmarks)     # (T, 68, 2) crop pixels -> (T, S, S, 3) uint8
+    avatar.save("me.avatar")
+    avatar = Avatar.load("me.avatar")
+
+An avatar file is safetensors + JSON. A feed-forward avatar (FF, ``finetune_steps=0``) stores
+only what is person-specific — ψ = P·ê, ê, the K shots' landmarks and crops — and refers to the
+meta checkpoint by path and SHA-256. A fine-tuned avatar (FT) also stores its own G, because
+fine-tuning changes all of G's weights (as in the paper), and so needs no meta checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from talkinghead.config import Config
+from talkinghead.data.sketch import image_to_tensor, landmarks_to_sketch, sketch_to_tensor, tensor_to_image
+from talkinghead.errors import TalkingHeadError
+from talkinghead.fileio import atomic_path
+from talkinghead.models import build_models
+from talkinghead.train.checkpoint import Checkpoint, file_sha256, load_checkpoint, load_networks
+from talkinghead.train.finetune import finetune
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "talkinghead-avatar"
+FORMAT_VERSION = 1
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _stack_inputs(crops: np.ndarray, landmarks: np.ndarray, device) -> tuple[Tensor, Tensor]:
+    """(K, S, S, 3) uint8 crops and (K, 68, 2) landmarks → frames, sketches (K, 3, S, S)."""
+    size = crops.shape[1]
+    frames = torch.stack([image_to_tensor(c) for c in crops]).to(device)
+    sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(l, size)) for l in landmarks]).to(device)
+    return frames, sketches
+
+
+class Avatar:
+    """A person-specific generator: G' with AdaIN parameters ψ', ready to render any landmarks."""
+
+    def __init__(self, config: Config, generator: nn.Module, psi: Tensor, embedding: Tensor,
+                 landmarks: np.ndarray, crops: np.ndarray, meta_checkpoint: str = "",
+                 meta_sha256: str = "", finetune_steps: int = 0, finetune_history: list[float] | None = None,
+                 source_image: np.ndarray | None = None, source_box: np.ndarray | None = None):
+        self.config = config
+        self.generator = generator.eval()
+        self.psi = psi  # (P,)
+        self.embedding = embedding  # (N,)
+        self.landmarks = np.asarray(landmarks, np.float32)  # (K, 68, 2) in crop pixels
+        self.crops = np.asarray(crops, np.uint8)  # (K, S, S, 3)
+        self.meta_checkpoint = meta_checkpoint
+        self.meta_sha256 = meta_sha256
+        self.finetune_steps = finetune_steps
+        self.finetune_history = finetune_history or []
+        self.source_image = source_image  # the first shot's full image (for paste-back)
+        self.source_box = source_box  # (cx, cy, side) of its crop, in source pixels
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self.config.model.image_size
+
+    @property
+    def shots(self) -> int:
+        return len(self.landmarks)
+
+    @property
+    def device(self) -> torch.device:
+        return self.psi.device
+
+    @property
+    def reference_landmarks(self) -> np.ndarray:
+        """(68, 2): the first shot's landmarks; relative driving starts from this face."""
+        return self.landmarks[0]
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_images(cls, images: Sequence[str | os.PathLike | np.ndarray] | str | os.PathLike,
+                    checkpoint: str | os.PathLike | Checkpoint, shots: int | None = None,
+                    finetune_steps: int | None = None, device: str | None = None,
+                    progress: bool = True, seed: int = 0, detector=None) -> "Avatar":
+        """Build an avatar from photos, a painting, or a video/frame folder of one person.
+
+        Faces are detected (dlib, offline) and cropped as ``talkinghead prepare`` does. With a
+        single video or folder path, ``shots`` frames are taken evenly spaced from it.
+        ``finetune_steps=0`` gives the paper's FF avatar; ``None`` uses the preset's default.
+        """
+        from talkinghead.infer.faces import crops_from_sources
+
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        faces = crops_from_sources(images, ckpt.config.model.image_size, shots=shots,
+                                   detector=detector, progress=progress)
+        avatar = cls.from_crops(faces.crops, faces.landmarks, ckpt, finetune_steps=finetune_steps,
+                                device=device, progress=progress, seed=seed)
+        avatar.source_image, avatar.source_box = faces.source_image, faces.source_box
+        return avatar
+
+    @classmethod
+    def from_crops(cls, crops: np.ndarray, landmarks: np.ndarray, checkpoint: str | os.PathLike | Checkpoint,
+                   finetune_steps: int | None = None, device: str | None = None, progress: bool = True,
+                   seed: int = 0, content_loss: nn.Module | None = None) -> "Avatar":
+        """Build an avatar from K aligned crops (K, S, S, 3) uint8 and their landmarks (K, 68, 2)."""
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        config = ckpt.config
+        dev = _device(device)
+        crops, landmarks = _resize_crops(np.asarray(crops), np.asarray(landmarks, np.float32),
+                                         config.model.image_size)
+        torch.manual_seed(seed)
+        E, G, D = build_models(config.model, num_videos=1)
+        load_networks(ckpt, {"E": E, "G": G}, strict=True)
+        if ckpt.has("D"):
+            load_networks(ckpt, {"D": D}, exclude=("D.W",))
+        E, G, D = E.to(dev).eval(), G.to(dev), D.to(dev)
+        frames, sketches = _stack_inputs(crops, landmarks, dev)
+        with torch.no_grad():
+            embedding = E(frames[None], sketches[None]).float().mean(dim=1)[0]  # (N,)
+            psi = G.psi_from_embedding(embedding[None])[0]  # (P,)
+        steps = config.train.finetune_steps if finetune_steps is None else int(finetune_steps)
+        if steps > 0 and not ckpt.has("D"):
+            raise TalkingHeadError(f"{ckpt.path}: has no discriminator weights; fine-tuning needs them "
+                                   "(use finetune_steps=0 for a feed-forward avatar)")
+        G, psi, history = finetune(config, G, D, psi, embedding, frames, sketches, steps,
+                                   seed=seed, progress=progress, content_loss=content_loss)
+        return cls(config, G, psi, embedding, landmarks, crops, meta_checkpoint=str(ckpt.path),
+                   meta_sha256=file_sha256(ckpt.path), finetune_steps=steps, finetune_history=history)
+
+    # -- rendering -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def render(self, sketches: Tensor) -> Tensor:
+        """(B, 3, S, S) sketches in [-1, 1] → (B, 3, S, S) images in [-1, 1]."""
+        return self.generator(sketches.to(self.device), self.psi)
+
+    def animate(self, landmarks: np.ndarray, batch_size: int = 16, progress: bool = True,
+                half: bool = False) -> np.ndarray:
+        """Render one frame per landmark set.
+
+        Args:
+            landmarks: (T, 68, 2) in this avatar's crop pixels (see :func:`adapt_landmarks` to
+                map another person's landmarks onto this face).
+            half: fp16 autocast (CUDA only).
+        Returns:
+            (T, S, S, 3) uint8 RGB frames.
+        """
+        landmarks = np.asarray(landmarks, np.float32)
+        if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
+            raise TalkingHeadError(f"landmarks must be (T, 68, 2), got {landmarks.shape}")
+        out = np.empty((len(landmarks), self.size, self.size, 3), np.uint8)
+        use_amp = half and self.device.type == "cuda"
+        starts = range(0, len(landmarks), batch_size)
+        for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress, dynamic_ncols=True):
+            chunk = landmarks[start:start + batch_size]
+            sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(l, self.size)) for l in chunk])
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                images = self.render(sketches)
+            out[start:start + len(chunk)] = tensor_to_image(images)
+        return out
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the avatar atomically (safetensors + JSON header)."""
+        tensors = {
+            "psi": self.psi.detach().float().cpu().contiguous(),
+            "embedding": self.embedding.detach().float().cpu().contiguous(),
+            "landmarks": torch.from_numpy(self.landmarks).contiguous(),
+            "crops": torch.from_numpy(np.ascontiguousarray(self.crops)),
+        }
+        if self.finetune_steps > 0:
+            for key, value in self.generator.state_dict().items():
+                tensors[f"G.{key}"] = value.detach().cpu().contiguous()
+        if self.source_image is not None and self.source_box is not None:
+            from talkinghead.data.store import encode_jpeg
+
+            tensors["source_jpeg"] = torch.frombuffer(bytearray(encode_jpeg(self.source_image, 95)),
+                                                      dtype=torch.uint8)
+            tensors["source_box"] = torch.as_tensor(np.asarray(self.source_box, np.float32))
+        meta = {
+            "format": FORMAT_NAME,
+            "version": str(FORMAT_VERSION),
+            "config": self.config.to_json(),
+            "meta_checkpoint": self.meta_checkpoint,
+            "meta_sha256": self.meta_sha256,
+            "finetune_steps": str(self.finetune_steps),
+            "finetune_history": json.dumps(self.finetune_history),
+        }
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+             device: str | None = None) -> "Avatar":
+        """Load an avatar; a feed-forward avatar also needs its meta checkpoint (found by the
+        stored path, or given here) and checks it is the same file by SHA-256."""
+        path = Path(path)
+        if not path.is_file():
+            raise TalkingHeadError(f"{path}: avatar file not found")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                if meta.get("format") != FORMAT_NAME:
+                    raise TalkingHeadError(f"{path}: not a talkinghead avatar file")
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            config = Config.from_json(meta["config"])
+        except TalkingHeadError:
+            raise
+        except Exception as exc:
+            raise TalkingHeadError(f"{path}: corrupt or unreadable avatar file ({exc})") from None
+        dev = _device(device)
+        _, G, _ = build_models(config.model, num_videos=1)
+        g_state = {k[2:]: v for k, v in tensors.items() if k.startswith("G.")}
+        if g_state:
+            try:
+                G.load_state_dict(g_state)
+            except RuntimeError:
+                raise TalkingHeadError(f"{path}: generator weights do not fit its own config (corrupt?)") from None
+        else:
+            meta_path = Path(checkpoint or meta["meta_checkpoint"])
+            if not meta_path.is_file():
+                raise TalkingHeadError(f"{path}: needs its meta checkpoint {meta_path}, which is missing "
+                                       "(pass it with checkpoint=/--checkpoint)")
+            if meta.get("meta_sha256") and file_sha256(meta_path) != meta["meta_sha256"]:
+                raise TalkingHeadError(f"{path}: was made with another meta checkpoint than {meta_path}")
+            load_networks(load_checkpoint(meta_path), {"G": G})
+        source_image = source_box = None
+        if "source_jpeg" in tensors:
+            from talkinghead.data.store import decode_jpeg
+
+            source_image = decode_jpeg(tensors["source_jpeg"].numpy())
+            source_box = tensors["source_box"].numpy()
+        return cls(config, G.to(dev), tensors["psi"].to(dev), tensors["embedding"].to(dev),
+                   tensors["landmarks"].numpy(), tensors["crops"].numpy(),
+                   meta_checkpoint=meta.get("meta_checkpoint", ""), meta_sha256=meta.get("meta_sha256", ""),
+                   finetune_steps=int(meta.get("finetune_steps", 0)),
+                   finetune_history=json.loads(meta.get("finetune_history", "[]")),
+                   source_image=source_image, source_box=source_box)
+
+
+def _resize_crops(crops: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2]:
+        raise TalkingHeadError(f"crops must be (K, S, S, 3) uint8, got {crops.shape}")
+    if landmarks.shape != (len(crops), 68, 2):
+        raise TalkingHeadError(f"landmarks must be ({len(crops)}, 68, 2), got {landmarks.shape}")
+    if crops.shape[1] == size:
+        return crops.astype(np.uint8), landmarks
+    scale = size / crops.shape[1]
+    resized = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
+    return resized, landmarks * scale

@@ -1,0 +1,82 @@
+"""Few-shot fine-tuning (paper stage 2, "FT").
+
+Given a new person's K crops and sketches, the person-specific generator G' starts from the
+meta-learned G with its AdaIN parameters ψ' = P·ê (now free parameters), and the discriminator
+D' from the meta-learned D with its person row w' = ê. Both are trained on the K frames with the
+same losses as meta-learning (minus the embedding match). With 0 steps this is the paper's "FF".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from talkinghead.config import Config
+from talkinghead.train.steps import build_content_loss, discriminator_losses, generator_losses
+
+
+def finetune(
+    config: Config,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    psi: Tensor,
+    w: Tensor,
+    images: Tensor,
+    sketches: Tensor,
+    steps: int,
+    seed: int = 0,
+    progress: bool = True,
+    content_loss: nn.Module | None = None,
+) -> tuple[nn.Module, Tensor, list[float]]:
+    """Fine-tune copies of G (with ψ) and D (with w) on K frames.
+
+    Args:
+        generator, discriminator: meta-learned networks (not modified; copies are trained).
+        psi: (P,) initial AdaIN parameters P·ê. w: (N,) initial discriminator row ê.
+        images, sketches: (K, 3, S, S) in [-1, 1], on the networks' device.
+        steps: optimiser steps (each: one G step, ``disc_steps`` D steps).
+
+    Returns:
+        (fine-tuned G in eval mode, fine-tuned ψ (P,), per-step content loss history).
+    """
+    tc, lc = config.train, config.loss
+    device = images.device
+    G = copy.deepcopy(generator).train()
+    D = copy.deepcopy(discriminator).train()
+    psi = nn.Parameter(psi.detach().clone().float())
+    w = nn.Parameter(w.detach().clone().float())
+    if steps <= 0:
+        return G.eval(), psi.detach(), []
+    content = content_loss if content_loss is not None else build_content_loss(lc, device)
+    opt_g = torch.optim.Adam(list(G.parameters()) + [psi], lr=tc.finetune_lr_generator, betas=tc.betas)
+    opt_d = torch.optim.Adam(list(D.parameters()) + [w], lr=tc.finetune_lr_discriminator, betas=tc.betas)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if tc.amp and device.type == "cuda" else contextlib.nullcontext())
+
+    generator_rng = torch.Generator().manual_seed(seed)
+    k = images.shape[0]
+    batch = min(k, tc.finetune_batch_size)
+    history: list[float] = []
+    bar = tqdm(range(steps), desc="fine-tuning", unit="step", disable=not progress, dynamic_ncols=True)
+    for _ in bar:
+        pick = torch.randperm(k, generator=generator_rng)[:batch].to(device)
+        real, sketch = images[pick], sketches[pick]
+        with autocast:
+            fake = G(sketch, psi)
+            loss_g, terms = generator_losses(fake, real, sketch, D, {"w": w}, content, lc)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        for _ in range(tc.disc_steps):
+            with autocast:
+                loss_d, _ = discriminator_losses(real, fake, sketch, D, {"w": w})
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+        history.append(float(terms["content/total"].detach()))
+        bar.set_postfix(content=f"{history[-1]:.3f}", refresh=False)
+    return G.eval(), psi.detach(), history

@@ -1,0 +1,53 @@
+"""Shared fixtures: a small synthetic prepared data set (no shared data needed) and the path
+of the shared real-face data when it is present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+
+
+@pytest.fixture(scope="session")
+def shared_faces() -> Path:
+    if not (SHARED_FACES / "manifest.csv").is_file():
+        pytest.skip(f"shared face data not found at {SHARED_FACES}")
+    return SHARED_FACES
+
+
+def make_synthetic_dataset(root: Path, videos: int = 3, frames: int = 8, size: int = 64, seed: int = 0) -> Path:
+    """Write a prepared data set of synthetic faces: each video has its own skin tone and
+    background; frames vary mouth opening, smile and head pose."""
+    from talkinghead.data.store import build_index, clip_relpath, write_clip
+    from talkinghead.data.synthetic import move_landmarks, render_synthetic_face, template_landmarks
+
+    rng = np.random.default_rng(seed)
+    for v in range(videos):
+        skin = tuple(int(c) for c in rng.integers(120, 230, 3))
+        background = tuple(int(c) for c in rng.integers(20, 120, 3))
+        images, marks = [], []
+        for _ in range(frames):
+            pts = template_landmarks(size, mouth_open=rng.uniform(0, 0.06), smile=rng.uniform(0, 0.02))
+            pts = move_landmarks(pts, dx=rng.uniform(-2, 2), dy=rng.uniform(-2, 2), angle_deg=rng.uniform(-5, 5))
+            images.append(render_synthetic_face(pts, size, skin, background))
+            marks.append(pts)
+        valid = np.ones(frames, bool)
+        identity = f"person{v}"
+        write_clip(root / clip_relpath(identity, f"{identity}_clip"), images, np.stack(marks), valid,
+                   np.tile([size / 2, size / 2, size], (frames, 1)),
+                   dict(identity=identity, video=f"video{v}", clip=f"{identity}_clip", fps=25, size=size,
+                        source="synthetic"))
+    build_index(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic_data"))

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from talkinghead.data.synthetic import move_landmarks, template_landmarks
+from talkinghead.infer.reenact import adapt_landmarks, apply_transform, pick_reference_frame, similarity_transform
+
+
+def test_similarity_transform_recovers_known_transform():
+    src = template_landmarks(128)
+    dst = move_landmarks(src, dx=7, dy=-3, angle_deg=12, scale=1.3)
+    m = similarity_transform(src, dst)
+    assert np.allclose(apply_transform(m, src), dst, atol=1e-3)
+
+
+def test_relative_mode_keeps_avatar_shape_and_transfers_motion():
+    avatar = template_landmarks(128)
+    # a driver with a different face shape (wider jaw), bigger and shifted in its own frame
+    driver_neutral = template_landmarks(256).copy()
+    driver_neutral[0:17, 0] = (driver_neutral[0:17, 0] - 128) * 1.2 + 128
+    open_mouth = driver_neutral.copy()
+    open_mouth[57, 1] += 10  # lower lip moves down 10 px in the driver's 256-px frame
+    out = adapt_landmarks(np.stack([driver_neutral, open_mouth]), avatar, mode="relative")
+    # neutral frame maps exactly onto the avatar's own face (its shape is kept)
+    assert np.allclose(out[0], avatar, atol=1e-3)
+    # the motion arrives, scaled to the avatar (its face is about half the driver's size)
+    assert 3.5 < out[1, 57, 1] - avatar[57, 1] < 6.5
+    others = np.delete(np.arange(68), 57)
+    assert np.allclose(out[1, others], avatar[others], atol=1e-3)
+
+
+def test_absolute_mode_aligns_but_keeps_driver_shape():
+    avatar = template_landmarks(128)
+    driver = move_landmarks(template_landmarks(128), dx=20, angle_deg=10, scale=0.8)
+    out = adapt_landmarks(driver[None], avatar, mode="absolute")
+    assert np.allclose(out[0], avatar, atol=1e-2)  # same shape -> perfect alignment
+
+
+def test_head_motion_is_transferred():
+    avatar = template_landmarks(128)
+    driver = template_landmarks(200)
+    nod = move_landmarks(driver, dy=10)
+    out = adapt_landmarks(np.stack([driver, nod]), avatar)
+    shift = (out[1] - out[0]).mean(0)
+    assert shift[1] == pytest.approx(10 * 128 / 200, rel=0.05) and abs(shift[0]) < 1e-3
+
+
+def test_best_reference_frame_and_invalid_frames():
+    avatar = template_landmarks(128)
+    far = move_landmarks(template_landmarks(128), angle_deg=25)
+    track = np.stack([far, template_landmarks(128), far])
+    assert pick_reference_frame(track, avatar) == 1
+    track[0] = np.nan
+    out = adapt_landmarks(track, avatar, reference="first")
+    assert np.isnan(out[0]).all() and np.isfinite(out[1:]).all()
+    with pytest.raises(ValueError, match="68, 2"):
+        adapt_landmarks(np.zeros((3, 5, 2)), avatar)
