@@ -1,0 +1,134 @@
+"""The generator G(y, ê; ψ, P): renders a landmark sketch as the person described by ê.
+
+Paper, sec. 3.1 and supplementary: an image-to-image network (Johnson et al. 2016) on the
+sketch — residual downsampling blocks with instance norm, residual blocks at the
+bottleneck, residual upsampling blocks — in which every normalisation layer after the
+encoder is adaptive instance norm whose scales and biases are the person-specific
+parameters ψ̂ = P ê. P is a learned matrix shared by all people.
+
+Layer widths at resolution level l (size S / 2**l)::
+
+    level:  0      1      2        3        ...   n = gen_downsamples
+    width:  base   base   2·base   4·base   ...   (capped at max_channels)
+
+so the wide layers live at low resolution and full resolution stays at ``base`` channels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from talkinghead.config import ModelConfig
+from talkinghead.models.blocks import (
+    AdaIN,
+    ResBlockAdaIN,
+    ResBlockDown,
+    ResBlockUp,
+    SelfAttention,
+    conv3x3,
+)
+
+#: Std of P's initial entries in units of 1/sqrt(N). ψ = P ê then has std ≈ this × rms(ê), so
+#: initial AdaIN scales (1 + ψ_scale) stay near 1 and biases near 0 for embeddings of order 1.
+PROJECTION_INIT_GAIN = 0.1
+
+
+def generator_widths(cfg: ModelConfig) -> list[int]:
+    """Channels at levels 0..gen_downsamples (see the module docstring)."""
+    widths = [min(cfg.base_channels * 2 ** max(level - 1, 0), cfg.max_channels)
+              for level in range(cfg.gen_downsamples + 1)]
+    return widths
+
+
+class Generator(nn.Module):
+    """Sketch (B, 3, S, S) + psi (B, psi_size) -> image (B, 3, S, S) in [-1, 1].
+
+    psi layout — a fixed order that fine-tuning and saved avatars rely on: the AdaIN layers
+    in forward order (bottleneck blocks, then upsampling blocks, then the output norm), and
+    for each layer its C scales followed by its C biases. A layer's effective scale is
+    ``1 + psi_scale``, so psi = 0 means plain instance norm. ``psi_slices()`` lists the order.
+    """
+
+    psi_size: int
+    projection: nn.Module
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        spectral = cfg.spectral_norm
+        attention = set(cfg.attention_sizes)
+        widths = generator_widths(cfg)
+        n = cfg.gen_downsamples
+
+        # Encoder: level l-1 -> l, affine (non-adaptive) instance norm.
+        down: list[nn.Module] = []
+        size, cin = cfg.image_size, 3
+        for level in range(1, n + 1):
+            size //= 2
+            layers: list[nn.Module] = [ResBlockDown(cin, widths[level], spectral, norm=True, first=level == 1)]
+            if size in attention:
+                layers.append(SelfAttention(widths[level], spectral))
+            down.append(nn.Sequential(*layers))
+            cin = widths[level]
+        self.down = nn.ModuleList(down)
+
+        # Bottleneck and decoder: all norms adaptive.
+        self.res = nn.ModuleList(ResBlockAdaIN(widths[n], spectral) for _ in range(cfg.gen_res_blocks))
+        self.up = nn.ModuleList()
+        self.up_attention = nn.ModuleDict()
+        for i, level in enumerate(range(n, 0, -1)):
+            size *= 2
+            self.up.append(ResBlockUp(widths[level], widths[level - 1], spectral))
+            if size in attention:
+                self.up_attention[str(i)] = SelfAttention(widths[level - 1], spectral)
+        self.out_norm = AdaIN(widths[0])
+        self.out_conv = conv3x3(widths[0], 3, spectral)
+
+        #: psi entries consumed by each adaptive block, in forward order.
+        self.psi_sizes = [m.psi_size for m in self._adaptive_blocks()]
+        self.psi_size = sum(self.psi_sizes)
+        self.embed_dim = cfg.embed_dim
+        # P: the paper's learned matrix. No spectral norm: it is a linear read-out, not a layer
+        # whose Lipschitz constant matters for G's conditioning.
+        self.projection = nn.Linear(cfg.embed_dim, self.psi_size, bias=False)
+        nn.init.normal_(self.projection.weight, std=PROJECTION_INIT_GAIN / cfg.embed_dim**0.5)
+
+    def _adaptive_blocks(self) -> list[nn.Module]:
+        return [*self.res, *self.up, self.out_norm]
+
+    def psi_slices(self) -> list[tuple[str, int, int]]:
+        """(layer name, start, end) of each AdaIN layer's span in psi, in order."""
+        names = {id(m): name for name, m in self.named_modules()}
+        out, start = [], 0
+        for block in self._adaptive_blocks():
+            norms = [block] if isinstance(block, AdaIN) else [block.norm1, block.norm2]
+            for norm in norms:
+                out.append((names[id(norm)], start, start + norm.psi_size))
+                start += norm.psi_size
+        return out
+
+    def psi_from_embedding(self, embedding: Tensor) -> Tensor:
+        """ψ̂ = P ê: (B, N) -> (B, psi_size)."""
+        return self.projection(embedding)
+
+    def forward(self, sketch: Tensor, psi: Tensor) -> Tensor:
+        """sketch: (B, 3, S, S) in [-1, 1]; psi: (B, psi_size) or (psi_size,) -> (B, 3, S, S)."""
+        b = sketch.shape[0]
+        if psi.shape[-1] != self.psi_size or psi.dim() not in (1, 2):
+            raise ValueError(f"psi must be (B, {self.psi_size}) or ({self.psi_size},); got {tuple(psi.shape)}")
+        psi = psi.expand(b, -1) if psi.dim() == 1 else psi
+        chunks = iter(psi.split(self.psi_sizes, dim=1))
+
+        x = sketch
+        for stage in self.down:
+            x = stage(x)
+        for block in self.res:
+            x = block(x, next(chunks))
+        for i, block in enumerate(self.up):
+            x = block(x, next(chunks))
+            if str(i) in self.up_attention:
+                x = self.up_attention[str(i)](x)
+        x = F.relu(self.out_norm(x, next(chunks)))
+        return torch.tanh(self.out_conv(x))
