@@ -1,0 +1,133 @@
+"""Driving an avatar: landmarks from a video or a .npy track, adapted to the avatar's face,
+rendered, composed (side by side, pasted back) and written as an mp4 with the driver's audio."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from talkinghead.data.sketch import landmarks_to_sketch
+from talkinghead.errors import TalkingHeadError
+from talkinghead.infer.reenact import adapt_landmarks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DrivingTrack:
+    """Landmarks of a driving sequence, in the driver's own pixel frame."""
+
+    landmarks: np.ndarray  # (T, 68, 2), lost frames filled with the last good landmarks
+    fps: float
+    lost: int  # frames where the face was lost (held)
+    video: Path | None = None  # the driving video, for side-by-side and audio
+
+
+def hold_lost_frames(landmarks: np.ndarray) -> tuple[np.ndarray, int]:
+    """Fill frames with NaN landmarks with the last good ones (the first good one for a
+    leading gap). Returns the filled (T, 68, 2) array and how many frames were filled."""
+    landmarks = np.array(landmarks, np.float32, copy=True)
+    good = np.isfinite(landmarks).all(axis=(1, 2))
+    if not good.any():
+        raise TalkingHeadError("no face found in any driving frame")
+    last = landmarks[np.flatnonzero(good)[0]]
+    for t in range(len(landmarks)):
+        if good[t]:
+            last = landmarks[t]
+        else:
+            landmarks[t] = last
+    return landmarks, int((~good).sum())
+
+
+def track_from_video(path: str | os.PathLike, detector=None, progress: bool = True) -> DrivingTrack:
+    """Detect and track 68 landmarks through a driving video (faces lost in some frames are held)."""
+    from talkinghead.data.landmarks import get_detector, track_landmarks
+    from talkinghead.data.video import iter_frames, probe_video
+
+    path = Path(path)
+    info = probe_video(path)
+    landmarks, valid, _stats = track_landmarks(iter_frames(path), detector or get_detector("dlib"),
+                                               progress=progress)
+    if not np.asarray(valid).any():
+        raise TalkingHeadError(f"{path}: no face found in any frame of the driving video")
+    filled, lost = hold_lost_frames(np.where(np.asarray(valid)[:, None, None], landmarks, np.nan))
+    if lost:
+        log.warning("%s: face lost in %d of %d frames; held the last good landmarks", path, lost, len(filled))
+    return DrivingTrack(filled, info.fps, lost, path)
+
+
+def track_from_npy(path: str | os.PathLike, fps: float = 25.0) -> DrivingTrack:
+    """A (T, 68, 2) landmark track saved with numpy (puppeteering). Never unpickled."""
+    path = Path(path)
+    try:
+        landmarks = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise TalkingHeadError(f"{path}: not a readable .npy landmark track ({exc})") from None
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
+        raise TalkingHeadError(f"{path}: expected a (T, 68, 2) landmark array, got {landmarks.shape}")
+    filled, lost = hold_lost_frames(landmarks)
+    return DrivingTrack(filled, fps, lost, None)
+
+
+def paste_back(image: np.ndarray, crop: np.ndarray, box: np.ndarray, feather: float = 0.12) -> np.ndarray:
+    """Blend a rendered (S, S, 3) crop back into the full image it was cut from.
+
+    ``box`` is the crop square (cx, cy, side) in image pixels; the seam is hidden by an
+    elliptical mask feathered over ``feather`` of the crop side.
+    """
+    from talkinghead.data.crop import crop_matrix
+
+    size = crop.shape[0]
+    h, w = image.shape[:2]
+    inverse = cv2.invertAffineTransform(crop_matrix(box, size))
+    warped = cv2.warpAffine(crop, inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mask = np.zeros((size, size), np.float32)
+    cv2.ellipse(mask, (size // 2, size // 2), (int(size * 0.42), int(size * 0.47)), 0, 0, 360, 1.0, -1)
+    k = max(3, int(size * feather) | 1)
+    mask = cv2.GaussianBlur(mask, (k, k), 0)
+    mask = cv2.warpAffine(mask, inverse, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
+    return (warped * mask + image * (1 - mask)).round().astype(np.uint8)
+
+
+def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(2, round(w * height / h)), height), interpolation=cv2.INTER_AREA)
+
+
+def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mode: str = "relative",
+                     reference: str | int = "first", side_by_side: bool = False, paste: bool = False,
+                     batch_size: int = 16, fps: float | None = None, progress: bool = True) -> dict:
+    """Render ``avatar`` following ``track`` and write an H.264 mp4 (with the driver's audio).
+
+    Returns a summary dict (frames, fps, lost, output, size).
+    """
+    from talkinghead.data.video import iter_frames, write_video
+
+    adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode=mode, reference=reference)
+    rendered = avatar.animate(adapted, batch_size=batch_size, progress=progress)
+    if paste and (avatar.source_image is None or avatar.source_box is None):
+        raise TalkingHeadError("--paste-back needs an avatar made from images (it has no source image)")
+
+    def frames():
+        drivers = iter_frames(track.video) if (side_by_side and track.video is not None) else None
+        for t, image in enumerate(rendered):
+            out = paste_back(avatar.source_image, image, avatar.source_box) if paste else image
+            if side_by_side:
+                height = out.shape[0]
+                sketch = landmarks_to_sketch(adapted[t], avatar.size)
+                panels = [_fit_height(sketch, height), out]
+                if drivers is not None:
+                    driver = next(drivers, None)
+                    if driver is not None:
+                        panels.insert(0, _fit_height(driver, height))
+                out = np.concatenate(panels, axis=1)
+            yield out
+
+    rate = fps or track.fps
+    count = write_video(output, frames(), rate, audio_from=str(track.video) if track.video else None)
+    return {"frames": count, "fps": rate, "lost": track.lost, "output": str(output), "size": avatar.size}
