@@ -11,6 +11,8 @@ VGG weights are never used in place of pretrained ones.
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import os
 from pathlib import Path
@@ -134,7 +136,7 @@ def load_vgg19(path: str | None = None) -> VGG19Features | None:
         return vgg19_from_file(cached)
     log.warning(
         "no VGG19 ImageNet weights found (looked at $%s and %s); the content loss uses "
-        "pixel L1 instead of VGG19 features. Put torchvision's %s there or set %s to use them.",
-        ENV_VAR, cached, TORCHVISION_FILE, TORCHVISION_FILE, ENV_VAR,
+        "pixel L1 instead of VGG19 features. Put torchvision's %s there or set $%s to use them.",
+        ENV_VAR, cached, TORCHVISION_FILE, ENV_VAR,
     )
     return None

@@ -16,6 +16,7 @@ checkpointing). Checkpoints are written every ``checkpoint_every`` steps and at 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -56,6 +57,24 @@ class RenderFromEmbedding(torch.nn.Module):
     def forward(self, sketch: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         """sketch (B, 3, S, S), embedding ê (B, N) → image (B, 3, S, S)."""
         return self.generator(sketch, self.generator.psi_from_embedding(embedding))
+
+
+def replica_digests(networks: dict[str, torch.nn.Module], info: DistInfo) -> list[str]:
+    """SHA-1 of every rank's weights and buffers. DDP keeps replicas identical; if they ever
+    differ (a rank-local update slipped in) we stop rather than save a diverged model."""
+    h = hashlib.sha1()
+    for name in sorted(networks):
+        for key, value in sorted(networks[name].state_dict().items()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest = h.hexdigest()
+    if not info.distributed:
+        return [digest]
+    digests: list[str] = [""] * info.world_size
+    torch.distributed.all_gather_object(digests, digest)
+    if len(set(digests)) != 1:
+        raise TalkingHeadError(f"DDP replicas diverged (weight digests differ across ranks: {digests})")
+    return digests
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -164,10 +183,12 @@ def _train(data_root, run_dir: Path, config: Config, resume, identities, info: D
 
     def checkpoint(at_step: int) -> Path:
         path = run_dir / "checkpoints" / f"step_{at_step:07d}.safetensors"
+        digests = replica_digests(networks, info)  # collective: every rank takes part
         if info.is_main:
             save_checkpoint(path, config, networks, at_step,
                             optimizers={"g": opt_g, "d": opt_d}, videos=videos,
-                            extra={"world_size": info.world_size, "data": str(data_root)})
+                            extra={"world_size": info.world_size, "data": str(data_root),
+                                   "replica_digests": digests})
             _publish_latest(run_dir, path, tc.keep_checkpoints)
         return path
 
