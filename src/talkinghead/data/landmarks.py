@@ -433,8 +433,8 @@ def track_landmarks(
         if points is None or not np.isfinite(points).all():
             previous = None
             lost_run += 1
-            if attempted:  # back off: retry after 0, 0, 1, 1, 2, ... up to 7 skipped frames
-                next_detection = t + 1 + min(lost_run // 2, 7)
+            if attempted:  # back off: every frame for 3 lost frames, then gaps growing to 7 frames
+                next_detection = t + 1 + min(lost_run // 4, 7)
             out.append(nan)
         else:
             previous = points.astype(np.float32)
