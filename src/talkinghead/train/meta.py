@@ -97,10 +97,48 @@ def _publish_latest(run_dir: Path, ckpt: Path, keep: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def _autocast(config: Config, info: DistInfo):
-    if config.train.amp and info.device.type == "cuda":
+def _autocast(config: Config, device: torch.device):
+    if config.train.amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: Config,
+              device: torch.device):
+    """One meta-learning step on a batch of episodes: E+G update, then ``disc_steps`` D updates.
+
+    Returns (frames, target_sketch, target, fake, loss_g, loss_d, terms) for logging.
+    """
+    tc, lc = config.train, config.loss
+    frames = batch["frames"].to(device, non_blocking=True)  # (B, K, 3, S, S)
+    sketches = batch["sketches"].to(device, non_blocking=True)  # (B, K, 3, S, S)
+    target = batch["target"].to(device, non_blocking=True)  # (B, 3, S, S)
+    target_sketch = batch["target_sketch"].to(device, non_blocking=True)
+    video_index = batch["video_index"].to(device, non_blocking=True)  # (B,)
+
+    # E and G: embed the K frames, render the target sketch, step on L_CNT + L_ADV + L_MCH.
+    with _autocast(config, device):
+        e_hat = E(frames, sketches).float().mean(dim=1)  # (B, N)
+        fake = render(target_sketch, e_hat)  # (B, 3, S, S)
+        loss_g, terms = generator_losses(fake, target, target_sketch, raw_d,
+                                         {"video_index": video_index}, content, lc)
+        mch = embedding_match_loss(raw_d.W[video_index].detach(), e_hat)
+        loss_g = loss_g + lc.embedding_match * mch
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+
+    # D: hinge on (real, fake) — the fake is fixed, G does not change between D steps — plus
+    # the embedding match pulling W_i towards ê_i.
+    for _ in range(tc.disc_steps):
+        with _autocast(config, device):
+            loss_d, d_terms = discriminator_losses(target, fake, target_sketch, D, {"video_index": video_index})
+            loss_d = loss_d + lc.embedding_match * embedding_match_loss(raw_d.W[video_index], e_hat.detach())
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+    terms = {**terms, **d_terms, "embedding_match": mch}
+    return frames, target_sketch, target, fake, loss_g, loss_d, terms
 
 
 def train_meta(
@@ -201,34 +239,8 @@ def _train(data_root, run_dir: Path, config: Config, resume, identities, info: D
     try:
         while step < tc.steps:
             batch = next(batches)
-            frames = batch["frames"].to(info.device, non_blocking=True)  # (B, K, 3, S, S)
-            sketches = batch["sketches"].to(info.device, non_blocking=True)  # (B, K, 3, S, S)
-            target = batch["target"].to(info.device, non_blocking=True)  # (B, 3, S, S)
-            target_sketch = batch["target_sketch"].to(info.device, non_blocking=True)
-            video_index = batch["video_index"].to(info.device, non_blocking=True)  # (B,)
-
-            # 1-3: embed, generate, step E and G.
-            with _autocast(config, info):
-                e_hat = E(frames, sketches).float().mean(dim=1)  # (B, N)
-                fake = render(target_sketch, e_hat)  # (B, 3, S, S)
-                loss_g, terms = generator_losses(fake, target, target_sketch, raw_d,
-                                                 {"video_index": video_index}, content, lc)
-                mch = embedding_match_loss(raw_d.W[video_index].detach(), e_hat)
-                loss_g = loss_g + lc.embedding_match * mch
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-
-            # 4: D steps on the same episode (the fake is fixed: G does not change between them).
-            for _ in range(tc.disc_steps):
-                with _autocast(config, info):
-                    loss_d, d_terms = discriminator_losses(target, fake, target_sketch, D,
-                                                           {"video_index": video_index})
-                    w_match = embedding_match_loss(raw_d.W[video_index], e_hat.detach())
-                    loss_d = loss_d + lc.embedding_match * w_match
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
+            frames, target_sketch, target, fake, loss_g, loss_d, terms = meta_step(
+                batch, E, render, D, raw_d, opt_g, opt_d, content, config, info.device)
 
             nonfinite |= ~(torch.isfinite(loss_g) & torch.isfinite(loss_d))
             step += 1
@@ -241,9 +253,7 @@ def _train(data_root, run_dir: Path, config: Config, resume, identities, info: D
                     break
                 elapsed = time.perf_counter() - window_start
                 scalars = {k: float(v.detach()) for k, v in terms.items()}
-                scalars.update({k: float(v.detach()) for k, v in d_terms.items()})
-                scalars.update({"loss_g": float(loss_g.detach()), "loss_d": float(loss_d.detach()),
-                                "embedding_match": float(mch.detach())})
+                scalars.update({"loss_g": float(loss_g.detach()), "loss_d": float(loss_d.detach())})
                 scalars = all_reduce_mean(scalars, info)
                 scalars["time/step_s"] = elapsed / window_steps
                 scalars["time/images_per_s"] = window_steps * tc.batch_size * info.world_size / elapsed
