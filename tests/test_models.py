@@ -51,6 +51,18 @@ def test_shapes(preset):
     assert D.W.shape == (5, cfg.embed_dim) and D.w0.shape == (cfg.embed_dim,) and D.b.shape == ()
 
 
+def test_embedding_size_differs_from_trunk_width():
+    cfg = get_preset("tiny").model
+    cfg.embed_dim = 48  # trunk ends at 64 channels: E and D add a linear map to N
+    E, G, D = build_models(cfg, num_videos=2)
+    frames, sketches = _inputs(cfg)
+    e = E(frames, sketches)
+    assert e.shape == (2, 2, 48)
+    assert G.projection.weight.shape == (G.psi_size, 48)
+    scores, _ = D(frames[:, 0], sketches[:, 0], w=e[:, 0].detach())
+    assert scores.shape == (2,) and D.W.shape == (2, 48)
+
+
 def test_paper_preset_single_forward():
     cfg = get_preset("paper").model
     torch.manual_seed(0)

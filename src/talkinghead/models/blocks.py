@@ -236,5 +236,6 @@ class DownsamplingTrunk(nn.Module):
 
 
 def sum_pool(x: Tensor) -> Tensor:
-    """Global sum pooling after ReLU: (B, C, H, W) -> (B, C)."""
-    return F.relu(x).sum(dim=(2, 3))
+    """Global sum pooling after ReLU: (B, C, H, W) -> (B, C) float32 (a sum of H·W
+    unbounded activations can overflow fp16)."""
+    return F.relu(x.float()).sum(dim=(2, 3))
