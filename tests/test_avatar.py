@@ -1,0 +1,154 @@
+"""Few-shot avatars (stage 2) and animation, on the tiny preset."""
+
+import subprocess
+import sys
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.cli import main
+from talkinghead.config import get_preset
+from talkinghead.data.episodes import FrameDataset
+from talkinghead.errors import NoFaceError, TalkingHeadError
+from talkinghead.infer.avatar import Avatar
+from talkinghead.train.meta import train_meta
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(synthetic_dataset, tmp_path_factory):
+    cfg = get_preset("tiny").override(["train.steps=4", "train.finetune_steps=30"])
+    return train_meta(synthetic_dataset, tmp_path_factory.mktemp("meta"), cfg, progress=False)
+
+
+def _shots(dataset_root, k, video=0):
+    ds = FrameDataset(dataset_root)
+    items = [ds[i] for i in range(len(ds)) if ds[i]["video_index"] == video][:k]
+    crops = np.stack([((it["image"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8) for it in items])
+    landmarks = np.stack([it["landmarks"].numpy() for it in items])
+    return crops, landmarks
+
+
+def _l1(avatar, crops, landmarks):
+    rendered = avatar.animate(landmarks, progress=False).astype(np.float32)
+    return float(np.abs(rendered - crops.astype(np.float32)).mean())
+
+
+@pytest.mark.parametrize("steps", [0, 5])
+def test_avatar_round_trip_renders_identical_frames(synthetic_dataset, tiny_checkpoint, tmp_path, steps):
+    crops, landmarks = _shots(synthetic_dataset, 4)
+    avatar = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=steps, progress=False)
+    frames = avatar.animate(landmarks, progress=False)
+    assert frames.shape == (4, 64, 64, 3) and frames.dtype == np.uint8
+    path = avatar.save(tmp_path / "person.avatar")
+    loaded = Avatar.load(path)
+    assert np.array_equal(loaded.animate(landmarks, progress=False), frames)
+    assert loaded.finetune_steps == steps and loaded.shots == 4
+    if steps == 0:  # FF stores only person-specific tensors, not G
+        assert path.stat().st_size < tiny_checkpoint.stat().st_size / 3
+
+
+def test_finetuning_lowers_reconstruction_loss(synthetic_dataset, tiny_checkpoint):
+    crops, landmarks = _shots(synthetic_dataset, 4, video=1)
+    ff = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=0, progress=False)
+    ft = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=40, progress=False)
+    l_ff, l_ft = _l1(ff, crops, landmarks), _l1(ft, crops, landmarks)
+    assert l_ft < 0.8 * l_ff, (l_ff, l_ft)
+    assert ft.finetune_history[-1] < ft.finetune_history[0]
+
+
+@pytest.mark.parametrize("k", [1, 8])
+def test_any_number_of_shots(synthetic_dataset, tiny_checkpoint, k):
+    crops, landmarks = _shots(synthetic_dataset, k)
+    avatar = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=2, progress=False)
+    assert avatar.shots == k and avatar.animate(landmarks[:1], progress=False).shape == (1, 64, 64, 3)
+
+
+def test_corrupt_and_mismatched_files(synthetic_dataset, tiny_checkpoint, tmp_path):
+    crops, landmarks = _shots(synthetic_dataset, 2)
+    avatar = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=0, progress=False)
+    path = avatar.save(tmp_path / "a.avatar")
+    broken = tmp_path / "broken.avatar"
+    broken.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(TalkingHeadError, match="broken.avatar"):
+        Avatar.load(broken)
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(tiny_checkpoint.read_bytes()[:-1] + b" ")  # same size, other bytes
+    with pytest.raises(TalkingHeadError, match="another meta checkpoint"):
+        Avatar.load(path, checkpoint=other)
+    # a checkpoint of another preset does not fit
+    from talkinghead.models import build_models
+    from talkinghead.train.checkpoint import load_checkpoint, load_networks
+
+    _, g_small, _ = build_models(get_preset("small").model, 1)
+    with pytest.raises(TalkingHeadError, match="do not fit"):
+        load_networks(load_checkpoint(tiny_checkpoint), {"G": g_small})
+
+
+def test_from_images_on_a_painting_and_errors(shared_faces, tiny_checkpoint, tmp_path):
+    avatar = Avatar.from_images([shared_faces / "images" / "mona_lisa_crop.png"], tiny_checkpoint,
+                                finetune_steps=0, progress=False)
+    lm = avatar.reference_landmarks
+    assert avatar.crops.shape == (1, 64, 64, 3)
+    assert 8 < lm[:, 0].mean() < 56 and 8 < lm[:, 1].mean() < 56  # face centred in the crop
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    with pytest.raises(NoFaceError, match="wall.png"):
+        Avatar.from_images([blank], tiny_checkpoint, finetune_steps=0, progress=False)
+    # two faces: the largest is used, and it is said
+    big = cv2.imread(str(shared_faces / "images" / "macron.png"))
+    small = cv2.resize(cv2.imread(str(shared_faces / "images" / "taylor.png")), (128, 128))
+    canvas = np.zeros((256, 400, 3), np.uint8)
+    canvas[:, :256], canvas[64:192, 272:] = big, small
+    two = tmp_path / "two.png"
+    cv2.imwrite(str(two), canvas)
+    from talkinghead.infer.faces import crops_from_sources
+
+    faces = crops_from_sources([two], 64, progress=False)
+    assert any("picked the largest" in n for n in faces.notes)
+    assert faces.source_box[0] < 256  # the crop is around the big face on the left
+
+
+def test_animate_cli_writes_video_with_audio(shared_faces, synthetic_dataset, tiny_checkpoint, tmp_path, capsys):
+    crops, landmarks = _shots(synthetic_dataset, 2)
+    avatar_path = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=0,
+                                    progress=False).save(tmp_path / "p.avatar")
+    driving = shared_faces / "clips" / "vox_farah.mp4"
+    out = tmp_path / "out.mp4"
+    rc = main(["animate", "--avatar", str(avatar_path), "--driving", str(driving), "-o", str(out),
+               "--side-by-side"])
+    assert rc == 0, capsys.readouterr().err
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(video=0))
+        assert frames == 108 and float(v.average_rate) == pytest.approx(25.0)
+        assert v.codec_context.height == 64 and v.codec_context.width == 64 * 3
+        assert len(c.streams.audio) == 1
+    # puppeteering from a .npy track, no audio
+    track = tmp_path / "track.npy"
+    np.save(track, np.repeat(landmarks[:1], 10, axis=0))
+    rc = main(["animate", "--avatar", str(avatar_path), "--landmarks", str(track), "--fps", "10",
+               "-o", str(tmp_path / "p.mp4")])
+    assert rc == 0
+    with av.open(str(tmp_path / "p.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 10
+
+
+def test_animate_cli_bad_inputs(tmp_path, tiny_checkpoint, capsys):
+    rc = main(["animate", "--avatar", str(tmp_path / "missing.avatar"), "--landmarks", "x.npy",
+               "-o", str(tmp_path / "o.mp4")])
+    assert rc == 2 and "missing.avatar" in capsys.readouterr().err
+    bad = tmp_path / "t.npy"
+    np.save(bad, np.zeros((5, 10, 2)))
+    avatar = tmp_path / "a.avatar"
+    crops = np.zeros((1, 64, 64, 3), np.uint8)
+    from talkinghead.data.synthetic import template_landmarks
+
+    Avatar.from_crops(crops, template_landmarks(64)[None], tiny_checkpoint, finetune_steps=0,
+                      progress=False).save(avatar)
+    rc = main(["animate", "--avatar", str(avatar), "--landmarks", str(bad), "-o", str(tmp_path / "o.mp4")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "t.npy" in err and "(T, 68, 2)" in err
+    assert not (tmp_path / "o.mp4").exists()
