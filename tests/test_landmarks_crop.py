@@ -133,7 +133,7 @@ def test_crop_pads_outside_the_frame():
     image = np.full((100, 100, 3), 200, np.uint8)
     crop = crop_square(image, np.array([0.0, 0.0, 100.0]), 50)  # 3/4 of the square is outside
     assert crop.shape == (50, 50, 3)
-    assert (crop == 200).all()  # reflected, not black
+    assert (crop == 200).all()  # edge pixels replicated, not black
     import cv2
 
     black = crop_square(image, np.array([0.0, 0.0, 100.0]), 50, border=cv2.BORDER_CONSTANT)
@@ -164,3 +164,17 @@ def test_smooth_boxes_static_and_moving():
     error_out = np.abs(out - truth).mean()
     assert error_out < 0.6 * error_in
     assert np.abs(out[60:70, 0] - truth[60:70, 0]).max() < 10  # the gap is interpolated
+
+
+def test_fit_boxes_in_frame_shifts_within_limits():
+    from talkinghead.data.crop import fit_boxes_in_frame
+
+    boxes = np.array([[240.0, 330.0, 440.0],   # reaches 70 px below a 480 frame: moved up
+                      [240.0, 240.0, 200.0],   # inside: unchanged
+                      [240.0, 240.0, 600.0],   # bigger than the frame: centred
+                      [240.0, 470.0, 200.0]])  # would need 130 px > 25 % of 200: moved 50 px only
+    out = fit_boxes_in_frame(boxes, 480, 480)
+    np.testing.assert_allclose(out[0], [240, 260, 440])
+    np.testing.assert_allclose(out[1], boxes[1])
+    np.testing.assert_allclose(out[2], [240, 240, 600])
+    np.testing.assert_allclose(out[3], [240, 420, 200])

@@ -210,6 +210,8 @@ class PrepareOptions:
     detector: str = "dlib"
     preview: bool = False
     quality: int = 95
+    #: False: detect the face in every frame instead of tracking (the benchmark's reference).
+    track: bool = True
 
 
 _WORKER_DETECTOR = {}
@@ -241,6 +243,7 @@ class _Timed:
         self.frames, self.seconds, self.key, self.budget = frames, seconds, key, budget
         self.cache: list[np.ndarray] | None = [] if budget > 0 else None
         self.cached_bytes = 0
+        self.shape: tuple[int, ...] | None = None  # (H, W, 3) of the first frame
 
     def __iter__(self):
         while True:
@@ -249,6 +252,8 @@ class _Timed:
             self.seconds[self.key] = self.seconds.get(self.key, 0.0) + time.perf_counter() - start
             if frame is None:
                 return
+            if self.shape is None:
+                self.shape = frame.shape
             if self.cache is not None:
                 self.cached_bytes += frame.nbytes
                 if self.cached_bytes > self.budget:
@@ -269,15 +274,22 @@ def _reason(exc: Exception, path: Path) -> str:
 
 def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) -> ClipResult:
     """Prepare one clip into ``out_root``. Never raises for a bad clip: returns "skipped"."""
-    from talkinghead.data.crop import crop_square, landmarks_to_crop, smooth_boxes, square_box_from_landmarks
-    from talkinghead.data.landmarks import track_landmarks
+    from talkinghead.data.crop import (crop_square, fit_boxes_in_frame, landmarks_to_crop, smooth_boxes,
+                                       square_box_from_landmarks)
+    from talkinghead.data.landmarks import detect_every_frame, track_landmarks
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     try:
         info = probe_video(source.path)
         frames = _Timed(iter_frames(source.path, options.max_frames), seconds, "decode", FRAME_CACHE_BYTES)
-        landmarks, valid, stats = track_landmarks(frames, _detector(options.detector))
+        if options.track:
+            landmarks, valid, stats = track_landmarks(frames, _detector(options.detector))
+        else:
+            start = time.perf_counter()
+            landmarks, valid = detect_every_frame(frames, _detector(options.detector))
+            stats = {"detect_s": time.perf_counter() - start - seconds.get("decode", 0.0),
+                     "predict_s": 0.0, "faces": 1}
     except TalkingHeadError as exc:
         return ClipResult(source.clip, "skipped", _reason(exc, source.path))
     seconds["detect"] = stats["detect_s"]
@@ -295,7 +307,8 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
     raw_boxes = np.full((count, 3), np.nan, np.float32)
     for t in np.flatnonzero(valid):
         raw_boxes[t] = square_box_from_landmarks(landmarks[t])
-    boxes = smooth_boxes(raw_boxes, valid)
+    height, width = frames.shape[:2]
+    boxes = fit_boxes_in_frame(smooth_boxes(raw_boxes, valid), width, height)
 
     from talkinghead.data.store import encode_jpeg
 
@@ -333,8 +346,8 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
         "source": str(source.path),
         "fps": f"{info.fps:.6g}",
         "size": size,
-        "width": info.width,
-        "height": info.height,
+        "width": width,
+        "height": height,
         "detector": getattr(_detector(options.detector), "name", options.detector),
     }
     start = time.perf_counter()
