@@ -223,3 +223,14 @@ def test_shard_selection_is_a_partition(tmp_path):
     for bad in ("0/3", "4/3", "x", "1/0"):
         with pytest.raises(TalkingHeadError):
             parse_shard(bad)
+
+
+def test_index_ignores_clips_still_being_written(tmp_path):
+    """A shard writing into the same folder leaves '.name.tmp.safetensors' files while it
+    works; another shard's index rebuild must not list them."""
+    from talkinghead.data.store import build_index
+
+    (tmp_path / "clips" / "x").mkdir(parents=True)
+    (tmp_path / "clips" / "x" / ".clip.abc123.tmp.safetensors").write_bytes(b"partial")
+    index = build_index(tmp_path)
+    assert index["clips"] == [] and index["unreadable"] == []

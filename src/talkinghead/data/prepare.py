@@ -589,6 +589,8 @@ def merge_datasets(target: str | os.PathLike, others: list[str | os.PathLike] = 
         if not clips_dir.is_dir():
             raise TalkingHeadError(f"{other}: not a prepared data set (no {store.CLIPS_DIR}/ folder)")
         for src in sorted(clips_dir.rglob("*.safetensors")):
+            if src.name.startswith("."):
+                continue  # a temporary file of a run still writing
             dest = target / src.relative_to(other)
             if dest.exists():
                 continue

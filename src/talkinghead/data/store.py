@@ -192,6 +192,8 @@ def build_index(root: str | os.PathLike) -> dict:
     rows: list[ClipInfo] = []
     bad: list[str] = []
     for path in sorted((root / CLIPS_DIR).rglob("*.safetensors")):
+        if path.name.startswith("."):
+            continue  # a clip still being written by another shard (atomic_path's temp file)
         rel = path.relative_to(root).as_posix()
         try:
             rows.append(read_clip_info(root, rel))
