@@ -91,6 +91,8 @@ class TrainConfig:
     amp: bool = True
     compile: bool = False
     num_workers: int = 2
+    #: Random horizontal flips (landmarks mirrored) and colour gain in meta-learning episodes.
+    augment: bool = False
     seed: int = 0
     #: Fine-tuning defaults (stage 2).
     finetune_steps: int = 100
@@ -205,9 +207,11 @@ def _small() -> Config:
         preset="small",
         model=ModelConfig(
             image_size=128,
-            base_channels=32,
-            max_channels=256,
-            embed_dim=256,
+            # Narrow enough to meta-learn on a 2-core CPU (0.76 s/step at batch 4, K = 4),
+            # 2.8× faster than 32→256 channels at the same resolution.
+            base_channels=16,
+            max_channels=128,
+            embed_dim=128,
             gen_downsamples=3,
             gen_res_blocks=3,
             attention_sizes=(32,),

@@ -168,7 +168,7 @@ def _train(data_root, run_dir: Path, config: Config, resume, identities, info: D
 
     # -- data ---------------------------------------------------------------------------------
     dataset = EpisodeDataset(data_root, shots=tc.shots, size=config.model.image_size,
-                             identities=identities, seed=tc.seed)
+                             identities=identities, augment=tc.augment, seed=tc.seed)
     videos = [v.key for v in dataset.videos]
 
     # -- networks and optimisers (paper: Adam, 5e-5 for E and G, 2e-4 for D) --------------------
