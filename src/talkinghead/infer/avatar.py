@@ -13,6 +13,7 @@ fine-tuning changes all of G's weights (as in the paper), and so needs no meta c
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -145,10 +146,24 @@ class Avatar:
                    meta_sha256=file_sha256(ckpt.path), finetune_steps=steps, finetune_history=history)
 
     # -- rendering -------------------------------------------------------------------------------
+    def _inference_generator(self) -> nn.Module:
+        """A copy of G with spectral norms folded into plain weights: the same function,
+        without recomputing W/σ(W) for every conv on every call."""
+        if getattr(self, "_frozen_g", None) is None:
+            from torch.nn.utils import parametrize
+
+            frozen = copy.deepcopy(self.generator).eval()
+            for module in frozen.modules():
+                if parametrize.is_parametrized(module):
+                    for name in list(module.parametrizations.keys()):
+                        parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+            self._frozen_g = frozen
+        return self._frozen_g
+
     @torch.inference_mode()
     def render(self, sketches: Tensor) -> Tensor:
         """(B, 3, S, S) sketches in [-1, 1] → (B, 3, S, S) images in [-1, 1]."""
-        return self.generator(sketches.to(self.device), self.psi)
+        return self._inference_generator()(sketches.to(self.device), self.psi)
 
     def animate(self, landmarks: np.ndarray, batch_size: int = 16, progress: bool = True,
                 half: bool = False) -> np.ndarray:
