@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from talkinghead.data.episodes import Video, _FrameSource, load_videos
 from talkinghead.errors import TalkingHeadError
-from talkinghead.fileio import atomic_write_text, ensure_writable_dir
+from talkinghead.fileio import atomic_path, atomic_write_text, ensure_writable_dir
 from talkinghead.infer.reenact import _normalised
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,10 @@ class Scorer:
         for g, r, lm, det, f in zip(generated, real, landmarks, detected, found):
             rows["ssim"].append(float(ssim(g, r)))
             rows["psnr"].append(float(min(psnr(g, r), 100.0)))
-            rows["csim"].append(float(self.identity.csim(g, r, landmarks_a=lm, landmarks_b=lm)))
+            # Identity is measured on the face dlib finds in the generated frame; a frame without
+            # a detectable face counts as 0 (aligning the embedder on the driving landmarks would
+            # score even noise ~0.87: dlib's cosines are compressed).
+            rows["csim"].append(float(self.identity.csim(g, r, landmarks_a=det, landmarks_b=lm)) if f else 0.0)
             rows["nme"].append(float(nme(det, lm)) if np.isfinite(det).all() else float("nan"))
             rows["face_found"].append(float(f))
         return rows
@@ -147,25 +151,34 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     scorer = Scorer()
     content = build_content_loss(ckpt.config.loss, "cuda" if torch.cuda.is_available() else "cpu")
     failures: list[str] = []
-    examples: list[dict] = []
+    example_dir = ensure_writable_dir(out / "examples")
+    middle_k = sorted(settings.shots)[len(settings.shots) // 2]
     jobs = [(v, k) for v in videos for k in settings.shots]
     for video, k in tqdm(jobs, desc="evaluating", unit="video×K", disable=not progress, dynamic_ncols=True):
-        name = video.key.replace("/", "__") + f"__K{k}.json"
-        path = per_video / name
-        want_example = k == sorted(settings.shots)[len(settings.shots) // 2]
-        if path.is_file() and not (want_example and len(examples) < settings.grid_examples):
-            continue  # resumable
+        name = video.key.replace("/", "__") + f"__K{k}"
+        path = per_video / f"{name}.json"
+        if path.is_file():
+            continue  # resumable: finished (video, K) pairs are not recomputed
         try:
             results, ex = evaluate_video(video, ckpt, settings, scorer, size, k, content_loss=content)
         except TalkingHeadError as exc:
             failures.append(str(exc))
             log.warning("skipped: %s", exc)
             continue
+        if k == middle_k:
+            save_example_row(example_dir / f"{name}.png", ex)
         atomic_write_text(path, json.dumps(results))
-        if want_example and len(examples) < settings.grid_examples:
-            examples.append(ex)
     rows = [json.loads(p.read_text()) for p in sorted(per_video.glob("*.json"))]
     rows = [r for r in rows if r["shots"] in settings.shots and r["identity"] in set(identities)]
     if not rows:
         raise TalkingHeadError(f"{data_root}: no held-out video could be evaluated ({'; '.join(failures[:3])})")
-    return write_report(rows, examples, out, checkpoint=str(checkpoint), failures=failures)
+    examples = [np.asarray(Image.open(p)) for p in sorted(example_dir.glob(f"*__K{middle_k}.png"))]
+    return write_report(rows, examples[: settings.grid_examples], out, checkpoint=str(checkpoint),
+                        failures=failures)
+
+
+def save_example_row(path: Path, example: dict[str, np.ndarray]) -> None:
+    """One grid row: source | target | nearest source | FF | FT."""
+    row = np.concatenate([example[k] for k in ("source", "target", *METHODS)], axis=1)
+    with atomic_path(path) as tmp:
+        Image.fromarray(row).save(tmp)
