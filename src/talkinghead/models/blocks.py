@@ -239,3 +239,17 @@ def sum_pool(x: Tensor) -> Tensor:
     """Global sum pooling after ReLU: (B, C, H, W) -> (B, C) float32 (a sum of H·W
     unbounded activations can overflow fp16)."""
     return F.relu(x.float()).sum(dim=(2, 3))
+
+
+def image_sketch_encoder(cfg) -> tuple["DownsamplingTrunk", nn.Module]:
+    """The body shared by E and D: a residual downsampling trunk on concat(image, sketch)
+    (6 channels) and the map from its pooled width to N (identity when they are equal)."""
+    trunk = DownsamplingTrunk(
+        in_channels=6, image_size=cfg.image_size, base=cfg.base_channels,
+        max_channels=cfg.max_channels, downsamples=cfg.disc_downsamples,
+        attention_sizes=tuple(cfg.attention_sizes), spectral=cfg.spectral_norm,
+    )
+    width = trunk.out_channels
+    to_embedding = (nn.Identity() if width == cfg.embed_dim
+                    else sn(nn.Linear(width, cfg.embed_dim), cfg.spectral_norm))
+    return trunk, to_embedding

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from talkinghead.config import ModelConfig
-from talkinghead.models.blocks import DownsamplingTrunk, sn, sum_pool
+from talkinghead.models.blocks import image_sketch_encoder, sum_pool
 
 #: Std of the initial W rows and w0. Small, so initial scores are O(1) and the hinge loss
 #: starts in its linear regime; non-zero, so the trunk receives gradients from step one
@@ -37,16 +37,7 @@ class Discriminator(nn.Module):
         if num_videos < 1:
             raise ValueError(f"num_videos must be >= 1, got {num_videos}")
         self.embed_dim = cfg.embed_dim
-        self.trunk = DownsamplingTrunk(
-            in_channels=6, image_size=cfg.image_size, base=cfg.base_channels,
-            max_channels=cfg.max_channels, downsamples=cfg.disc_downsamples,
-            attention_sizes=tuple(cfg.attention_sizes), spectral=cfg.spectral_norm,
-        )
-        width = self.trunk.out_channels
-        self.to_embedding = (
-            nn.Identity() if width == cfg.embed_dim
-            else sn(nn.Linear(width, cfg.embed_dim), cfg.spectral_norm)
-        )
+        self.trunk, self.to_embedding = image_sketch_encoder(cfg)
         self.W = nn.Parameter(torch.randn(num_videos, cfg.embed_dim) * PROJECTION_INIT_STD)
         self.w0 = nn.Parameter(torch.randn(cfg.embed_dim) * PROJECTION_INIT_STD)
         self.b = nn.Parameter(torch.zeros(()))

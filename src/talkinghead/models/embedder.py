@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from talkinghead.config import ModelConfig
-from talkinghead.models.blocks import DownsamplingTrunk, sn, sum_pool
+from talkinghead.models.blocks import image_sketch_encoder, sum_pool
 
 
 class Embedder(nn.Module):
@@ -25,16 +25,7 @@ class Embedder(nn.Module):
         super().__init__()
         cfg.validate()
         self.embed_dim = cfg.embed_dim
-        self.trunk = DownsamplingTrunk(
-            in_channels=6, image_size=cfg.image_size, base=cfg.base_channels,
-            max_channels=cfg.max_channels, downsamples=cfg.disc_downsamples,
-            attention_sizes=tuple(cfg.attention_sizes), spectral=cfg.spectral_norm,
-        )
-        width = self.trunk.out_channels
-        self.to_embedding = (
-            nn.Identity() if width == cfg.embed_dim
-            else sn(nn.Linear(width, cfg.embed_dim), cfg.spectral_norm)
-        )
+        self.trunk, self.to_embedding = image_sketch_encoder(cfg)
 
     def forward(self, frames: Tensor, sketches: Tensor) -> Tensor:
         """frames, sketches: (B, K, 3, H, W) in [-1, 1] -> per-frame embeddings (B, K, N)."""
