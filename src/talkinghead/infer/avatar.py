@@ -23,7 +23,6 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -33,7 +32,13 @@ from talkinghead.data.sketch import image_to_tensor, landmarks_to_sketch, sketch
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
 from talkinghead.models import build_models
-from talkinghead.train.checkpoint import Checkpoint, file_sha256, load_checkpoint, load_networks
+from talkinghead.train.checkpoint import (
+    Checkpoint,
+    file_sha256,
+    load_checkpoint,
+    load_networks,
+    read_tagged_file,
+)
 from talkinghead.train.finetune import finetune
 
 log = logging.getLogger(__name__)
@@ -228,19 +233,7 @@ class Avatar:
         """Load an avatar; a feed-forward avatar also needs its meta checkpoint (found by the
         stored path, or given here) and checks it is the same file by SHA-256."""
         path = Path(path)
-        if not path.is_file():
-            raise TalkingHeadError(f"{path}: avatar file not found")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-                if meta.get("format") != FORMAT_NAME:
-                    raise TalkingHeadError(f"{path}: not a talkinghead avatar file")
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-            config = Config.from_json(meta["config"])
-        except TalkingHeadError:
-            raise
-        except Exception as exc:
-            raise TalkingHeadError(f"{path}: corrupt or unreadable avatar file ({exc})") from None
+        tensors, meta, config = read_tagged_file(path, FORMAT_NAME, "avatar file")
         dev = _device(device)
         _, G, _ = build_models(config.model, num_videos=1)
         g_state = {k[2:]: v for k, v in tensors.items() if k.startswith("G.")}

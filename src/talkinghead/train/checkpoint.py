@@ -131,23 +131,31 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
-    """Read a checkpoint; raise :class:`TalkingHeadError` if the file is missing or not one."""
+def read_tagged_file(path: str | os.PathLike, format_name: str, what: str,
+                     map_location: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str], Config]:
+    """Tensors, header metadata and config of a talkinghead safetensors file (a checkpoint or an
+    avatar), with one-line errors for a missing, foreign or corrupt file."""
     path = Path(path)
     if not path.is_file():
-        raise TalkingHeadError(f"{path}: checkpoint not found")
+        raise TalkingHeadError(f"{path}: {what} not found")
     try:
         with safe_open(str(path), framework="pt", device=map_location) as f:
             meta = dict(f.metadata() or {})
-            if meta.get("format") != FORMAT_NAME:
-                raise TalkingHeadError(f"{path}: not a talkinghead checkpoint")
+            if meta.get("format") != format_name:
+                raise TalkingHeadError(f"{path}: not a talkinghead {what}")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         config = Config.from_json(meta["config"])
     except TalkingHeadError:
         raise
     except Exception as exc:  # corrupt header, truncated file, bad JSON
-        raise TalkingHeadError(f"{path}: corrupt or unreadable checkpoint ({exc})") from None
-    return Checkpoint(path=path, config=config, step=int(meta.get("step", 0)), tensors=tensors, meta=meta)
+        raise TalkingHeadError(f"{path}: corrupt or unreadable {what} ({exc})") from None
+    return tensors, meta, config
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
+    """Read a checkpoint; raise :class:`TalkingHeadError` if the file is missing or not one."""
+    tensors, meta, config = read_tagged_file(path, FORMAT_NAME, "checkpoint", map_location)
+    return Checkpoint(path=Path(path), config=config, step=int(meta.get("step", 0)), tensors=tensors, meta=meta)
 
 
 def load_networks(checkpoint: Checkpoint, networks: dict[str, torch.nn.Module], strict: bool = True,
