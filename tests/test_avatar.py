@@ -59,9 +59,12 @@ def test_finetuning_lowers_reconstruction_loss(synthetic_dataset, tiny_checkpoin
     assert ft.finetune_history[-1] < ft.finetune_history[0]
 
 
-@pytest.mark.parametrize("k", [1, 8])
+@pytest.mark.parametrize("k", [1, 8, 32])
 def test_any_number_of_shots(synthetic_dataset, tiny_checkpoint, k):
-    crops, landmarks = _shots(synthetic_dataset, k)
+    crops, landmarks = _shots(synthetic_dataset, 8)
+    reps = -(-k // 8)  # more shots than frames: shifted copies (np.roll by r px, landmarks too)
+    crops = np.concatenate([np.roll(crops, r, axis=2) for r in range(reps)])[:k]
+    landmarks = np.concatenate([landmarks + np.array([r, 0], np.float32) for r in range(reps)])[:k]
     avatar = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=2, progress=False)
     assert avatar.shots == k and avatar.animate(landmarks[:1], progress=False).shape == (1, 64, 64, 3)
 
