@@ -155,3 +155,18 @@ def test_animate_cli_bad_inputs(tmp_path, tiny_checkpoint, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "t.npy" in err and "(T, 68, 2)" in err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_exported_checkpoint_is_small_and_makes_the_same_avatar(synthetic_dataset, tiny_checkpoint, tmp_path):
+    from talkinghead.train.checkpoint import export_checkpoint, load_checkpoint
+
+    shipped = export_checkpoint(tiny_checkpoint, tmp_path / "shipped.safetensors")
+    ckpt = load_checkpoint(shipped)
+    assert not any(k.startswith(("optim.", "D.W")) for k in ckpt.tensors)
+    assert all(v.dtype == torch.float16 for v in ckpt.tensors.values() if v.is_floating_point())
+    assert shipped.stat().st_size < tiny_checkpoint.stat().st_size / 2
+    crops, landmarks = _shots(synthetic_dataset, 2)
+    full = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=3, progress=False)
+    small = Avatar.from_crops(crops, landmarks, shipped, finetune_steps=3, progress=False)
+    diff = np.abs(full.animate(landmarks, progress=False).astype(int) - small.animate(landmarks, progress=False))
+    assert diff.mean() < 3  # fp16 rounding only

@@ -200,3 +200,21 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Path:
+    """A shippable copy of a training checkpoint: E, G and D weights only (fp16 by default),
+    without optimizer state and without D's per-video rows W (specific to the training videos;
+    few-shot avatars replace them with w' = ê). Avatars and evaluation load it like any other."""
+    ckpt = load_checkpoint(src)
+    tensors = {}
+    for key, value in ckpt.tensors.items():
+        if key.startswith(("optim.", "rng.", "D.W")):
+            continue
+        tensors[key] = value.half() if half and value.is_floating_point() else value.contiguous()
+    meta = {k: v for k, v in ckpt.meta.items() if not k.startswith("optim.")}
+    meta["videos"] = "[]"
+    meta["extra"] = json.dumps({**ckpt.extra, "exported_from": Path(src).name, "videos_trained": len(ckpt.videos)})
+    with atomic_path(dst) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(dst)
