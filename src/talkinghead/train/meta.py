@@ -162,13 +162,13 @@ def train_meta(
 def _train(data_root, run_dir: Path, config: Config, resume, identities, info: DistInfo,
            time_limit_s, progress) -> Path:
     tc, lc = config.train, config.loss
-    if info.is_main:
-        ensure_writable_dir(run_dir / "checkpoints")
     torch.manual_seed(tc.seed)
 
     # -- data ---------------------------------------------------------------------------------
     dataset = EpisodeDataset(data_root, shots=tc.shots, size=config.model.image_size,
                              identities=identities, augment=tc.augment, seed=tc.seed)
+    if info.is_main:  # after the data checks, so a bad data path leaves no empty run folder
+        ensure_writable_dir(run_dir / "checkpoints")
     videos = [v.key for v in dataset.videos]
 
     # -- networks and optimisers (paper: Adam, 5e-5 for E and G, 2e-4 for D) --------------------
