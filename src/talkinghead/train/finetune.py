@@ -52,8 +52,11 @@ def finetune(
     if steps <= 0:
         return G.eval(), psi.detach(), []
     content = content_loss if content_loss is not None else build_content_loss(lc, device)
-    opt_g = torch.optim.Adam(list(G.parameters()) + [psi], lr=tc.finetune_lr_generator, betas=tc.betas)
-    opt_d = torch.optim.Adam(list(D.parameters()) + [w], lr=tc.finetune_lr_discriminator, betas=tc.betas)
+    fused = device.type == "cuda"
+    opt_g = torch.optim.Adam(list(G.parameters()) + [psi], lr=tc.finetune_lr_generator, betas=tc.betas,
+                             fused=fused)
+    opt_d = torch.optim.Adam(list(D.parameters()) + [w], lr=tc.finetune_lr_discriminator, betas=tc.betas,
+                             fused=fused)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if tc.amp and device.type == "cuda" else contextlib.nullcontext())
 

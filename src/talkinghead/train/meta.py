@@ -174,8 +174,10 @@ def _train(data_root, run_dir: Path, config: Config, resume, identities, info: D
     # -- networks and optimisers (paper: Adam, 5e-5 for E and G, 2e-4 for D) --------------------
     E, G, D = build_models(config.model, num_videos=len(videos))
     E, G, D = E.to(info.device), G.to(info.device), D.to(info.device)
-    opt_g = torch.optim.Adam(list(E.parameters()) + list(G.parameters()), lr=tc.lr_generator, betas=tc.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_discriminator, betas=tc.betas)
+    fused = info.device.type == "cuda"  # one kernel per step for all parameters
+    opt_g = torch.optim.Adam(list(E.parameters()) + list(G.parameters()), lr=tc.lr_generator,
+                             betas=tc.betas, fused=fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_discriminator, betas=tc.betas, fused=fused)
     content = build_content_loss(lc, info.device)
 
     step = 0
