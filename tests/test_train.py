@@ -99,3 +99,22 @@ def test_ddp_two_processes_keep_identical_weights(synthetic_dataset, tmp_path):
     digests = ckpt.extra["replica_digests"]
     assert ckpt.extra["world_size"] == 2 and len(digests) == 2 and digests[0] == digests[1]
     assert ckpt.step == 3
+
+
+def test_cli_train_with_held_out_text_split(synthetic_dataset, tmp_path):
+    """A text split lists only dev identities; `train --split` trains on all the others."""
+    from talkinghead.cli import main
+
+    split = tmp_path / "heldout.txt"
+    split.write_text("# held out\nperson1\n")
+    rc = main(["train", str(synthetic_dataset), "--preset", "tiny", "--out", str(tmp_path / "run"),
+               "--split", str(split), "--no-progress",
+               "--set", "train.steps=1", "train.image_every=1000", "train.checkpoint_every=1000"])
+    assert rc == 0
+    videos = load_checkpoint(tmp_path / "run" / "latest.safetensors").videos
+    assert len(videos) == 2 and not any("person1" in str(v) for v in videos)
+
+    everyone = tmp_path / "all.txt"
+    everyone.write_text("person0\nperson1\nperson2\n")
+    assert main(["train", str(synthetic_dataset), "--preset", "tiny", "--out", str(tmp_path / "run2"),
+                 "--split", str(everyone), "--no-progress", "--set", "train.steps=1"]) == 2

@@ -65,9 +65,14 @@ def run(args) -> int:
     config, resume_path = resolve_config(args)
     identities = None
     if args.split:
-        from talkinghead.eval.splits import load_split
+        from talkinghead.data.store import clip_rows, load_index
+        from talkinghead.eval.splits import load_split, train_identities
 
-        identities = load_split(args.split)["train"]
+        # A text split lists only held-out identities: train on everything else.
+        available = {row.identity for row in clip_rows(load_index(args.dataset))}
+        identities = train_identities(load_split(args.split), available)
+        if not identities:
+            raise TalkingHeadError(f"{args.split}: no training identities left in {args.dataset}")
     final = train_meta(args.dataset, args.out, config, resume=resume_path, identities=identities,
                        device=args.device, time_limit_s=args.max_minutes * 60 if args.max_minutes else None,
                        progress=not args.no_progress)

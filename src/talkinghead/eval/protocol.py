@@ -93,13 +93,13 @@ class Scorer:
         self.identity = self.identity or FaceIdentity()
 
     def score(self, generated: np.ndarray, real: np.ndarray, landmarks: np.ndarray) -> dict[str, list[float]]:
-        from talkinghead.eval.metrics import detect_landmarks_on_images, nme, psnr, ssim
+        from talkinghead.eval.metrics import PSNR_CAP, detect_landmarks_on_images, nme, psnr, ssim
 
         detected, found = detect_landmarks_on_images(generated, landmarks, self.detector)
         rows: dict[str, list[float]] = {"ssim": [], "psnr": [], "csim": [], "nme": [], "face_found": []}
         for g, r, lm, det, f in zip(generated, real, landmarks, detected, found):
             rows["ssim"].append(float(ssim(g, r)))
-            rows["psnr"].append(float(min(psnr(g, r), 100.0)))
+            rows["psnr"].append(float(min(psnr(g, r), PSNR_CAP)))
             # Identity is measured on the face dlib finds in the generated frame; a frame without
             # a detectable face counts as 0 (aligning the embedder on the driving landmarks would
             # score even noise ~0.87: dlib's cosines are compressed).
