@@ -194,3 +194,24 @@ def test_paste_back_puts_the_face_into_the_full_image(shared_faces, tiny_checkpo
         v = c.streams.video[0]
         assert (v.codec_context.width, v.codec_context.height) == (256, 256)
         assert sum(1 for _ in c.decode(video=0)) == 5
+
+
+def test_finetune_warp_moves_landmarks_with_the_image():
+    """The fine-tuning warp moves landmarks exactly as it moves pixels: a sketch warped as an
+    image matches the sketch redrawn from the moved landmarks."""
+    import numpy as np
+    import torch
+
+    from talkinghead.data.sketch import landmarks_to_sketch_batch
+    from talkinghead.data.synthetic import template_landmarks
+    from talkinghead.train.finetune import random_similarity_warp
+
+    marks = torch.tensor(np.stack([template_landmarks(128)] * 4), dtype=torch.float32)
+    sketches = landmarks_to_sketch_batch(marks.numpy(), 128)
+    warped, moved = random_similarity_warp(sketches, marks, torch.Generator().manual_seed(1), 1.0)
+    redrawn = landmarks_to_sketch_batch(moved.numpy(), 128)
+    assert warped.shape == sketches.shape and moved.shape == marks.shape
+    assert 1.0 < (moved - marks).abs().mean() < 10.0  # it really moved them, by a few pixels
+    assert (warped - redrawn).abs().mean() < 0.25 * (sketches - redrawn).abs().mean()
+    same, _ = random_similarity_warp(sketches, marks, torch.Generator().manual_seed(1), 0.0)
+    assert torch.allclose(same, sketches, atol=1e-5)

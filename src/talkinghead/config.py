@@ -99,6 +99,10 @@ class TrainConfig:
     finetune_lr_generator: float = 5e-5
     finetune_lr_discriminator: float = 2e-4
     finetune_batch_size: int = 8
+    #: Random similarity warps (scale, rotation, shift) of the K shots and their sketches during
+    #: fine-tuning, so that a one-shot avatar learns to follow head motion instead of memorising
+    #: one pose. Not in the paper; 0 turns it off.
+    finetune_warp: float = 1.0
 
 
 @dataclass

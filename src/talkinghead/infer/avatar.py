@@ -146,6 +146,7 @@ class Avatar:
             raise TalkingHeadError(f"{ckpt.path}: has no discriminator weights; fine-tuning needs them "
                                    "(use finetune_steps=0 for a feed-forward avatar)")
         G, psi, history = finetune(config, G, D, psi, embedding, frames, sketches, steps,
+                                   landmarks=torch.from_numpy(np.asarray(landmarks, np.float32)),
                                    seed=seed, progress=progress, content_loss=content_loss)
         return cls(config, G, psi, embedding, landmarks, crops, meta_checkpoint=str(ckpt.path),
                    meta_sha256=file_sha256(ckpt.path), finetune_steps=steps, finetune_history=history)
