@@ -50,10 +50,17 @@ def test_avatar_round_trip_renders_identical_frames(synthetic_dataset, tiny_chec
         assert path.stat().st_size < tiny_checkpoint.stat().st_size / 3
 
 
-def test_finetuning_lowers_reconstruction_loss(synthetic_dataset, tiny_checkpoint):
+@pytest.mark.parametrize("adversarial", [True, False])
+def test_finetuning_lowers_reconstruction_loss(synthetic_dataset, tiny_checkpoint, adversarial):
+    import dataclasses
+
+    from talkinghead.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    ckpt = dataclasses.replace(ckpt, config=ckpt.config.override([f"train.finetune_adversarial={adversarial}"]))
     crops, landmarks = _shots(synthetic_dataset, 4, video=1)
-    ff = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=0, progress=False)
-    ft = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=40, progress=False)
+    ff = Avatar.from_crops(crops, landmarks, ckpt, finetune_steps=0, progress=False)
+    ft = Avatar.from_crops(crops, landmarks, ckpt, finetune_steps=40, progress=False)
     l_ff, l_ft = _l1(ff, crops, landmarks), _l1(ft, crops, landmarks)
     assert l_ft < 0.8 * l_ff, (l_ff, l_ft)
     assert ft.finetune_history[-1] < ft.finetune_history[0]
@@ -170,6 +177,20 @@ def test_exported_checkpoint_is_small_and_makes_the_same_avatar(synthetic_datase
     small = Avatar.from_crops(crops, landmarks, shipped, finetune_steps=3, progress=False)
     diff = np.abs(full.animate(landmarks, progress=False).astype(int) - small.animate(landmarks, progress=False))
     assert diff.mean() < 3  # fp16 rounding only
+
+
+def test_export_cli_sets_finetuning_defaults(tiny_checkpoint, tmp_path, capsys):
+    from talkinghead.train.checkpoint import load_checkpoint
+
+    out = tmp_path / "model.safetensors"
+    rc = main(["export", str(tiny_checkpoint), "-o", str(out), "--set", "train.finetune_steps=7",
+               "train.finetune_adversarial=false"])
+    assert rc == 0 and "step 4" in capsys.readouterr().out
+    config = load_checkpoint(out).config
+    assert config.train.finetune_steps == 7 and config.train.finetune_adversarial is False
+    assert config.model == load_checkpoint(tiny_checkpoint).config.model
+    rc = main(["export", str(tiny_checkpoint), "-o", str(tmp_path / "x.safetensors"), "--set", "model.base_channels=8"])
+    assert rc == 2 and "model.*" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
 
 
 def test_paste_back_puts_the_face_into_the_full_image(shared_faces, tiny_checkpoint, tmp_path, capsys):

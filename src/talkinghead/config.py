@@ -103,6 +103,10 @@ class TrainConfig:
     #: fine-tuning, so that a one-shot avatar learns to follow head motion instead of memorising
     #: one pose. Not in the paper; 0 turns it off.
     finetune_warp: float = 1.0
+    #: Fine-tune with the adversarial and feature-matching terms and D updates, as in the paper.
+    #: False: content loss only (no D steps, about twice as fast). A briefly meta-learned D judges
+    #: a new person poorly and its gradients add noise; such a model is better fine-tuned without.
+    finetune_adversarial: bool = True
 
 
 @dataclass

@@ -202,11 +202,18 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> Path:
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
+                      overrides: list[str] | None = None) -> Path:
     """A shippable copy of a training checkpoint: E, G and D weights only (fp16 by default),
     without optimizer state and without D's per-video rows W (specific to the training videos;
-    few-shot avatars replace them with w' = ê). Avatars and evaluation load it like any other."""
+    few-shot avatars replace them with w' = ê). Avatars and evaluation load it like any other.
+    ``overrides`` (``section.field=value``) change the stored config, e.g. the fine-tuning
+    defaults that avatars made from this model use; model settings cannot change."""
     ckpt = load_checkpoint(src)
+    if overrides:
+        if any(o.split("=", 1)[0].startswith("model.") for o in overrides):
+            raise TalkingHeadError(f"{src}: model.* settings are fixed by the trained weights")
+        ckpt.meta["config"] = ckpt.config.override(overrides).to_json()
     tensors = {}
     for key, value in ckpt.tensors.items():
         if key.startswith(("optim.", "rng.", "D.W")):

@@ -112,11 +112,15 @@ def finetune(
             sketch = landmarks_to_sketch_batch(moved.numpy(), real.shape[-1]).to(device)
         with autocast:
             fake = G(sketch, psi)
-            loss_g, terms = generator_losses(fake, real, sketch, D, {"w": w}, content, lc)
+            if tc.finetune_adversarial:
+                loss_g, terms = generator_losses(fake, real, sketch, D, {"w": w}, content, lc)
+            else:
+                cnt = content(fake, real)
+                loss_g, terms = cnt["total"], {f"content/{k}": v for k, v in cnt.items()}
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        for _ in range(tc.disc_steps):
+        for _ in range(tc.disc_steps if tc.finetune_adversarial else 0):
             with autocast:
                 loss_d, _ = discriminator_losses(real, fake, sketch, D, {"w": w})
             opt_d.zero_grad(set_to_none=True)

@@ -1,0 +1,33 @@
+"""`talkinghead export`: a small, shippable model file from a training checkpoint (fp16 E, G and D;
+no optimizer state, no per-video discriminator rows), optionally with new fine-tuning defaults."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = """examples:
+  talkinghead export runs/meta/latest.safetensors -o model.safetensors
+  talkinghead export runs/meta/latest.safetensors -o model.safetensors \\
+      --set train.finetune_steps=200 train.finetune_adversarial=false
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="a shippable model file from a training checkpoint",
+                       description=__doc__, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="training checkpoint (RUN/latest.safetensors)")
+    p.add_argument("-o", "--output", required=True, help="model file to write")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
+    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="change stored defaults, e.g. train.finetune_steps=200")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from talkinghead.train.checkpoint import export_checkpoint, load_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.output, half=not args.fp32, overrides=args.set)
+    ckpt = load_checkpoint(path)
+    print(f"{path}: step {ckpt.step}, preset {ckpt.config.preset}, {path.stat().st_size / 2**20:.1f} MB")
+    return 0
