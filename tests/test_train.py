@@ -118,3 +118,56 @@ def test_cli_train_with_held_out_text_split(synthetic_dataset, tmp_path):
     everyone.write_text("person0\nperson1\nperson2\n")
     assert main(["train", str(synthetic_dataset), "--preset", "tiny", "--out", str(tmp_path / "run2"),
                  "--split", str(everyone), "--no-progress", "--set", "train.steps=1"]) == 2
+
+
+@pytest.mark.parametrize("pulls_embedder", [False, True])
+def test_embedding_match_moves_W_towards_e_hat_and_E_only_if_asked(synthetic_dataset, pulls_embedder):
+    """L_MCH alone (every other loss weight 0): W_i always moves towards ê_i; E moves only with
+    ``loss.embedding_match_pulls_embedder`` (the paper's form, which collapsed our first run)."""
+    from torch.utils.data import default_collate
+
+    from talkinghead.data.episodes import EpisodeDataset
+    from talkinghead.models import build_models
+    from talkinghead.train.meta import RenderFromEmbedding, meta_step
+    from talkinghead.train.steps import build_content_loss
+
+    cfg = get_preset("tiny").override([
+        "loss.pixel_fallback=0", "loss.vgg19=0", "loss.face=0", "loss.adversarial=0",
+        "loss.feature_matching=0", f"loss.embedding_match_pulls_embedder={pulls_embedder}",
+        "train.disc_steps=1"])
+    torch.manual_seed(0)
+    E, G, D = build_models(cfg.model, num_videos=3)
+    data = EpisodeDataset(synthetic_dataset, shots=2, size=cfg.model.image_size, seed=0)
+    batch = default_collate([data[i] for i in range(2)])
+    opt_g = torch.optim.Adam(list(E.parameters()) + list(G.parameters()), lr=1e-3, betas=(0.0, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.999))
+    e_before = {k: v.clone() for k, v in E.state_dict().items()}
+    rows = batch["video_index"]
+    with torch.no_grad():
+        e_hat = E(batch["frames"], batch["sketches"]).mean(dim=1)
+    gap_before = (D.W[rows] - e_hat).abs().mean().item()
+    meta_step(batch, E, RenderFromEmbedding(G), D, D, opt_g, opt_d,
+              build_content_loss(cfg.loss, torch.device("cpu")), cfg, torch.device("cpu"))
+    assert (D.W[rows] - e_hat).abs().mean().item() < gap_before  # W_i moved towards ê_i
+    e_moved = any(not torch.equal(v, E.state_dict()[k]) for k, v in e_before.items()
+                  if not k.endswith(("._u", "._v")))  # power-iteration buffers move in any forward
+    assert e_moved == pulls_embedder
+
+
+def test_init_from_takes_chosen_networks_with_fresh_optimisers(synthetic_dataset, tmp_path):
+    from talkinghead.cli import main
+
+    first = train_meta(synthetic_dataset, tmp_path / "a", _config(2, 2), progress=False)
+    frozen = _config(1, 1).override(["train.lr_generator=0", "train.lr_discriminator=0"])
+    second = train_meta(synthetic_dataset, tmp_path / "b", frozen, init_from=first, init_networks=("G", "D"),
+                        progress=False)
+    a, b = load_checkpoint(first), load_checkpoint(second)
+    assert b.step == 1
+    # (spectral norm's power-iteration vectors _u/_v move in every training forward, even at lr 0)
+    weights = [k for k in a.tensors if not k.endswith(("._u", "._v")) and not k.startswith(("optim", "rng"))]
+    for name in ("G", "D"):  # taken over (learning rate 0: unchanged), W rows included (same videos)
+        assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in weights if k.startswith(name + "."))
+    assert any(not torch.equal(a.tensors[k], b.tensors[k]) for k in weights if k.startswith("E."))
+    rc = main(["train", str(synthetic_dataset), "--out", str(tmp_path / "a"), "--resume",
+               "--init-from", str(first), "--no-progress"])
+    assert rc == 2

@@ -67,6 +67,11 @@ class LossConfig:
     feature_matching: float = 10.0
     #: Embedding match L_MCH between W_i and ê_i.
     embedding_match: float = 80.0
+    #: The paper's L_MCH also pulls ê_i towards W_i. E ends in ReLU + sum pooling (ê ≥ 0) while
+    #: W rows have both signs, so that pull drives E's channels to 0 one by one; our first
+    #: bundled run lost its whole embedder that way (ê ≡ 0, all W rows ≈ 0 by step 4250).
+    #: False (default): L_MCH moves only W_i towards ê_i, which is what fine-tuning needs (w' = ê).
+    embedding_match_pulls_embedder: bool = False
 
 
 @dataclass

@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 EXAMPLES = """examples:
   talkinghead train data/ --preset small --out runs/meta
   talkinghead train data/ --out runs/meta --resume                 # continue where it stopped
+  talkinghead train data/ --out runs/v2 --init-from runs/meta/latest.safetensors --init-networks G D
   talkinghead train data/ --preset tiny --set train.steps=500 train.batch_size=4
   torchrun --nproc_per_node=8 -m talkinghead.cli train data/ --preset paper --out runs/paper
 """
@@ -26,6 +27,11 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", default="small", help="tiny | small | paper (default: small)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from RUN/latest.safetensors, or from the given checkpoint")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start a new run from this checkpoint's weights and settings (fresh optimisers, "
+                        "step 0; --set still applies)")
+    p.add_argument("--init-networks", nargs="+", default=["E", "G", "D"], metavar="NET",
+                   help="with --init-from: which networks to take (default: E G D; the rest start fresh)")
     p.add_argument("--steps", type=int, help="total optimiser steps (overrides the preset)")
     p.add_argument("--batch-size", type=int, help="episodes per step and process")
     p.add_argument("--shots", type=int, help="K frames per episode")
@@ -54,6 +60,8 @@ def resolve_config(args):
         raise TalkingHeadError(f"{args.out}: nothing to resume (no latest.safetensors)")
     if resume_path:
         base = load_checkpoint(resume_path).config  # the run's own settings win over --preset
+    elif args.init_from:
+        base = load_checkpoint(args.init_from).config  # the weights fix the model settings
     else:
         base = get_preset(args.preset)
     return base.override(overrides), resume_path
@@ -75,6 +83,7 @@ def run(args) -> int:
             raise TalkingHeadError(f"{args.split}: no training identities left in {args.dataset}")
     final = train_meta(args.dataset, args.out, config, resume=resume_path, identities=identities,
                        device=args.device, time_limit_s=args.max_minutes * 60 if args.max_minutes else None,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, init_from=args.init_from,
+                       init_networks=tuple(args.init_networks))
     print(f"checkpoint: {final}")
     return 0

@@ -4,9 +4,10 @@ Each step draws B episodes (video i, K frames + 1 target), then:
 
 1. E embeds the K (frame, sketch) pairs; ê_i is their mean.        (B, K, N) → (B, N)
 2. G renders the target sketch with AdaIN parameters ψ = P·ê_i.    (B, 3, S, S)
-3. E and G step on L_CNT + L_ADV + λ_FM·L_FM + λ_MCH·|W_i − ê_i|.
+3. E and G step on L_CNT + L_ADV + λ_FM·L_FM (+ λ_MCH·|W_i − ê_i| with
+   ``loss.embedding_match_pulls_embedder``, as in the paper; off by default, see the config).
 4. D steps ``disc_steps`` times on the hinge loss for (real, fake) plus λ_MCH·|W_i − ê_i|
-   (the embedding match pulls W_i towards ê_i here and ê_i towards W_i in step 3).
+   (the embedding match pulls W_i towards ê_i).
 
 The same function runs one CPU process or ``torchrun`` on many GPUs (DDP, rank-0 logging and
 checkpointing). Checkpoints are written every ``checkpoint_every`` steps and at exit; with
@@ -122,8 +123,11 @@ def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: C
         fake = render(target_sketch, e_hat)  # (B, 3, S, S)
         loss_g, terms = generator_losses(fake, target, target_sketch, raw_d,
                                          {"video_index": video_index}, content, lc)
-        mch = embedding_match_loss(raw_d.W[video_index].detach(), e_hat)
-        loss_g = loss_g + lc.embedding_match * mch
+        if lc.embedding_match_pulls_embedder:
+            mch = embedding_match_loss(raw_d.W[video_index].detach(), e_hat)
+            loss_g = loss_g + lc.embedding_match * mch
+        else:
+            mch = embedding_match_loss(raw_d.W[video_index].detach(), e_hat.detach())
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -137,7 +141,8 @@ def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: C
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-    terms = {**terms, **d_terms, "embedding_match": mch}
+    # ‖ê‖ watches for a collapsed embedder (ê ≡ 0 makes every person look the same).
+    terms = {**terms, **d_terms, "embedding_match": mch, "embedding/mean_abs": e_hat.detach().abs().mean()}
     return frames, target_sketch, target, fake, loss_g, loss_d, terms
 
 
@@ -150,17 +155,25 @@ def train_meta(
     device: str | None = None,
     time_limit_s: float | None = None,
     progress: bool = True,
+    init_from: str | os.PathLike | None = None,
+    init_networks: tuple[str, ...] = ("E", "G", "D"),
 ) -> Path:
-    """Run meta-learning; return the path of the last checkpoint written."""
+    """Run meta-learning; return the path of the last checkpoint written.
+
+    ``init_from``: start a new run (step 0, fresh optimisers) from the weights of
+    ``init_networks`` in another checkpoint of the same preset; the others start from scratch.
+    D's per-video rows W are taken only when the videos are the same.
+    """
     info = init_distributed(device)
     try:
-        return _train(data_root, Path(run_dir), config, resume, identities, info, time_limit_s, progress)
+        return _train(data_root, Path(run_dir), config, resume, identities, info, time_limit_s, progress,
+                      init_from, tuple(init_networks))
     finally:
         cleanup_distributed()
 
 
 def _train(data_root, run_dir: Path, config: Config, resume, identities, info: DistInfo,
-           time_limit_s, progress) -> Path:
+           time_limit_s, progress, init_from=None, init_networks=("E", "G", "D")) -> Path:
     tc, lc = config.train, config.loss
     torch.manual_seed(tc.seed)
 
@@ -179,6 +192,20 @@ def _train(data_root, run_dir: Path, config: Config, resume, identities, info: D
                              betas=tc.betas, fused=fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_discriminator, betas=tc.betas, fused=fused)
     content = build_content_loss(lc, info.device)
+
+    if init_from and resume:
+        raise TalkingHeadError("--init-from starts a new run; it cannot be combined with --resume")
+    if init_from:
+        unknown = set(init_networks) - {"E", "G", "D"}
+        if unknown or not init_networks:
+            raise TalkingHeadError(f"--init-networks: expected some of E G D, got {' '.join(init_networks)}")
+        source = load_checkpoint(init_from, map_location="cpu")
+        same_videos = source.videos == videos
+        load_networks(source, {n: m for n, m in {"E": E, "G": G, "D": D}.items() if n in init_networks},
+                      exclude=() if same_videos else ("D.W",))
+        if info.is_main:
+            log.info("initialised %s from %s (step %d)%s", "+".join(init_networks), init_from, source.step,
+                     "" if same_videos or "D" not in init_networks else "; D's W rows start fresh (other videos)")
 
     step = 0
     resume_path = latest_checkpoint(run_dir) if resume is True else resume
@@ -238,6 +265,7 @@ def _train(data_root, run_dir: Path, config: Config, resume, identities, info: D
     window_start, window_steps = time.perf_counter(), 0
     batches = iter(loader)
     stop_reason = "done"
+    warned_collapse = False
     try:
         while step < tc.steps:
             batch = next(batches)
@@ -263,6 +291,10 @@ def _train(data_root, run_dir: Path, config: Config, resume, identities, info: D
                 if writer:
                     for key, value in scalars.items():
                         writer.add_scalar(key, value, step)
+                if info.is_main and scalars["embedding/mean_abs"] == 0 and not warned_collapse:
+                    warned_collapse = True
+                    log.warning("step %d: the embedder's output is exactly 0 for every episode (collapsed); "
+                                "the generator cannot tell people apart", step)
                 bar.set_postfix(G=f"{scalars['loss_g']:.3f}", D=f"{scalars['loss_d']:.3f}",
                                 cnt=f"{scalars['content/total']:.3f}", refresh=False)
             if writer and (step % tc.image_every == 0 or step == 1):
