@@ -40,6 +40,8 @@ def test_evaluate_writes_table_csv_grid_and_resumes(real_dev_data, synthetic_dat
     assert float(baseline["csim"]) > 0.85 and float(baseline["face_found"]) == 1.0
     assert all(-1 <= float(r["ssim"]) <= 1 for r in rows)  # SSIM can be negative for noise
     assert (report / "grid.png").is_file() and "grid.png" in (report / "report.md").read_text()
+    # the report names the exact model (file, step, hash), not this machine's path to it
+    assert f"Checkpoint: `{ckpt.name}` (step 2, SHA-256 " in (report / "report.md").read_text()
     assert len(list((report / "per_video").glob("*.json"))) == 2
     # resumable: a second run reuses the per-video results
     stamp = {p: p.stat().st_mtime_ns for p in (report / "per_video").glob("*.json")}

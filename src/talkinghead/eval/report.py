@@ -54,6 +54,17 @@ def markdown_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def describe_checkpoint(checkpoint: str) -> str:
+    """``name`` (step, SHA-256 prefix): names the exact model without this machine's paths."""
+    from talkinghead.train.checkpoint import file_sha256, load_checkpoint
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        return f"`{checkpoint}`"
+    step = load_checkpoint(path).step
+    return f"`{path.name}` (step {step}, SHA-256 {file_sha256(path)[:12]})"
+
+
 def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkpoint: str,
                  failures: list[str], fid_note: str | None = None) -> dict:
     from PIL import Image
@@ -67,7 +78,7 @@ def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkp
     md = [
         "# Few-shot self-reenactment on held-out identities",
         "",
-        f"Checkpoint: `{checkpoint}`  ",
+        f"Checkpoint: {describe_checkpoint(checkpoint)}  ",
         f"Identities ({len(identities)}): {', '.join(identities)}  ",
         f"Date: {date.today().isoformat()}",
         "",
