@@ -236,3 +236,51 @@ def test_finetune_warp_moves_landmarks_with_the_image():
     assert (warped - redrawn).abs().mean() < 0.25 * (sketches - redrawn).abs().mean()
     same, _ = random_similarity_warp(sketches, marks, torch.Generator().manual_seed(1), 0.0)
     assert torch.allclose(same, sketches, atol=1e-5)
+
+
+def test_jaw_drop_opens_the_mouth_and_moves_pixels_with_landmarks():
+    """The one-shot jaw-drop augmentation moves only the chin, jaw and lower lip, downwards and
+    by at most 0.7 × the eye distance, and the pixels follow: a sketch warped as an image is
+    close to the sketch redrawn from the moved landmarks, and the upper face is untouched."""
+    import numpy as np
+    import torch
+
+    from talkinghead.data.sketch import landmarks_to_sketch_batch
+    from talkinghead.data.synthetic import template_landmarks
+    from talkinghead.train.finetune import random_jaw_drop
+
+    marks = torch.tensor(np.stack([template_landmarks(128)] * 4), dtype=torch.float32)
+    sketches = landmarks_to_sketch_batch(marks.numpy(), 128)
+    warped, moved = random_jaw_drop(sketches, marks, torch.Generator().manual_seed(3), 1.0)
+    shift = moved - marks
+    iod = float((marks[0, 45] - marks[0, 36]).norm())
+    assert torch.all(shift[..., 0] == 0) and torch.all(shift[..., 1] >= 0)  # straight down
+    assert float(shift[:, 8, 1].max()) > 0.2 * iod and float(shift[..., 1].max()) <= 0.7 * iod + 1e-4
+    upper = [i for i in range(68) if i not in range(4, 13) and i not in (48, 54, 55, 56, 57, 58, 59, 60, 64, 65, 66, 67)]
+    assert torch.all(shift[:, upper] == 0)  # eyes, brows, nose, upper lip stay
+    # the pixels follow (approximately: the field is a smooth interpolation of the moves): the
+    # jaw line in the chin's column drops with the chin landmark
+    big = int(shift[:, 8, 1].argmax())
+    x, y0, y1 = int(round(float(marks[big, 8, 0]))), float(marks[big, 8, 1]), float(moved[big, 8, 1])
+    column = warped[big].sum(0)[:, x]
+    y_pixels = int(y0) - 3 + int(column[int(y0) - 3:].argmax())
+    assert y_pixels - y0 > 0.6 * (y1 - y0) and abs(y_pixels - y1) < abs(y_pixels - y0)
+    redrawn = landmarks_to_sketch_batch(moved.numpy(), 128)
+    assert (warped - redrawn).abs().mean() < 0.9 * (sketches - redrawn).abs().mean()
+    brow_line = int(marks[0, 17:27, 1].min()) - 2
+    assert torch.allclose(warped[..., :brow_line, :], sketches[..., :brow_line, :], atol=1e-3)
+    same, unmoved = random_jaw_drop(sketches, marks, torch.Generator().manual_seed(3), 0.0)
+    assert torch.allclose(same, sketches, atol=1e-4) and torch.equal(unmoved, marks)
+
+
+def test_finetuning_with_jaw_drop_and_warp_runs_on_one_shot(synthetic_dataset, tiny_checkpoint):
+    import dataclasses
+
+    from talkinghead.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    ckpt = dataclasses.replace(ckpt, config=ckpt.config.override(["train.finetune_jaw_drop=1.0"]))
+    crops, landmarks = _shots(synthetic_dataset, 1)
+    avatar = Avatar.from_crops(crops, landmarks, ckpt, finetune_steps=3, progress=False)
+    assert len(avatar.finetune_history) == 3 and all(np.isfinite(avatar.finetune_history))
+    assert avatar.animate(landmarks, progress=False).shape == (1, 64, 64, 3)

@@ -108,6 +108,11 @@ class TrainConfig:
     #: fine-tuning, so that a one-shot avatar learns to follow head motion instead of memorising
     #: one pose. Not in the paper; 0 turns it off.
     finetune_warp: float = 1.0
+    #: Random jaw drops of the shots (chin, jaw and lower lip moved down with their pixels,
+    #: sketches redrawn) during fine-tuning: a one-shot avatar otherwise learns the single
+    #: expression it sees for every mouth sketch and smears when the driver opens wide. Not in
+    #: the paper; 0 (default) turns it off, 1 drops the chin by up to 0.7 × the eye distance.
+    finetune_jaw_drop: float = 0.0
     #: Fine-tune with the adversarial and feature-matching terms and D updates, as in the paper.
     #: False: content loss only (no D steps, about twice as fast). A briefly meta-learned D judges
     #: a new person poorly and its gradients add noise; such a model is better fine-tuned without.

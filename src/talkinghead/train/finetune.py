@@ -55,6 +55,52 @@ def random_similarity_warp(images: Tensor, landmarks: Tensor, generator: torch.G
     return warped, ((moved + 1) * size - 1) / 2
 
 
+#: Landmarks a jaw drop moves (68-point scheme), with how far each goes: the chin fully, the jaw
+#: line less towards the ears, the lower lip fully and the mouth corners half-way.
+_JAW_WEIGHTS = {4: 0.3, 5: 0.5, 6: 0.7, 7: 0.9, 8: 1.0, 9: 0.9, 10: 0.7, 11: 0.5, 12: 0.3,
+                55: 1.0, 56: 1.0, 57: 1.0, 58: 1.0, 59: 1.0, 65: 1.0, 66: 1.0, 67: 1.0,
+                48: 0.5, 54: 0.5, 60: 0.5, 64: 0.5}
+
+
+def random_jaw_drop(images: Tensor, landmarks: Tensor, generator: torch.Generator,
+                    strength: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Open each shot's mouth by a random amount: move the chin, jaw and lower lip down and the
+    pixels around them with a smooth field, so that a one-shot avatar sees its mouth sketch move
+    with its pixels instead of learning one expression for every sketch.
+
+    At ``strength`` 1 the chin drops by up to 0.7 × the outer inter-ocular distance. The
+    displacement at each output pixel is a Gaussian-weighted mean of the landmark moves (σ = a
+    quarter of that distance), faded out away from the moved landmarks.
+
+    Args:
+        images: (B, 3, S, S). landmarks: (B, 68, 2) in pixels of the S×S crop.
+
+    Returns:
+        warped images (B, 3, S, S) and their landmarks (B, 68, 2).
+    """
+    b, size = images.shape[0], images.shape[-1]
+    marks = landmarks.float().cpu()
+    iod = (marks[:, 45] - marks[:, 36]).norm(dim=-1)  # (B,)
+    drop = torch.rand(b, generator=generator) * 0.7 * strength * iod  # (B,) pixels
+    weights = torch.zeros(68)
+    weights[list(_JAW_WEIGHTS)] = torch.tensor(list(_JAW_WEIGHTS.values()))
+    moves = torch.zeros_like(marks)
+    moves[:, :, 1] = drop[:, None] * weights[None]  # (B, 68, 2): straight down
+    moved = marks + moves
+    # Backward warp: output pixel p samples the input at p − field(p); the field is interpolated
+    # from the moves around the landmarks' new positions.
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    pixels = torch.stack([xs, ys], -1).reshape(1, -1, 2)  # (1, S·S, 2)
+    sigma = (0.25 * iod).clamp(min=1.0)[:, None, None]
+    w = torch.exp(-torch.cdist(pixels.expand(b, -1, -1), moved) ** 2 / (2 * sigma ** 2))  # (B, S·S, 68)
+    field = (w @ moves) / (w.sum(-1, keepdim=True) + 1e-3) * w.max(-1, keepdim=True).values
+    source = (2 * (pixels - field) + 1) / size - 1  # normalised, align_corners=False
+    warped = F.grid_sample(images, source.reshape(b, size, size, 2).to(images), padding_mode="border",
+                           align_corners=False)
+    return warped, moved
+
+
 def finetune(
     config: Config,
     generator: nn.Module,
@@ -75,8 +121,9 @@ def finetune(
         generator, discriminator: meta-learned networks (not modified; copies are trained).
         psi: (P,) initial AdaIN parameters P·ê. w: (N,) initial discriminator row ê.
         images, sketches: (K, 3, S, S) in [-1, 1], on the networks' device.
-        landmarks: (K, 68, 2) of the images; with ``train.finetune_warp`` > 0 the shots are
-            randomly warped each step and their sketches redrawn (see :func:`random_similarity_warp`).
+        landmarks: (K, 68, 2) of the images; with ``train.finetune_warp`` or
+            ``train.finetune_jaw_drop`` > 0 the shots are randomly warped each step and their
+            sketches redrawn (:func:`random_similarity_warp`, :func:`random_jaw_drop`).
         steps: optimiser steps (each: one G step, ``disc_steps`` D steps).
 
     Returns:
@@ -107,8 +154,12 @@ def finetune(
     for _ in bar:
         pick = torch.randperm(k, generator=generator_rng)[:batch].to(device)
         real, sketch = images[pick], sketches[pick]
-        if tc.finetune_warp > 0 and landmarks is not None:
-            real, moved = random_similarity_warp(real, landmarks[pick.cpu()], generator_rng, tc.finetune_warp)
+        if (tc.finetune_warp > 0 or tc.finetune_jaw_drop > 0) and landmarks is not None:
+            moved = landmarks[pick.cpu()]
+            if tc.finetune_jaw_drop > 0:
+                real, moved = random_jaw_drop(real, moved, generator_rng, tc.finetune_jaw_drop)
+            if tc.finetune_warp > 0:
+                real, moved = random_similarity_warp(real, moved, generator_rng, tc.finetune_warp)
             sketch = landmarks_to_sketch_batch(moved.numpy(), real.shape[-1]).to(device)
         with autocast:
             fake = G(sketch, psi)
