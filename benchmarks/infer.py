@@ -2,6 +2,8 @@
 
     python benchmarks/infer.py                        # CPU, 2 threads
     python benchmarks/infer.py --device cuda          # adds batch 1 vs batched, fp32 vs fp16
+    python benchmarks/infer.py --presets small --set train.finetune_steps=120 \
+        train.finetune_adversarial=false train.finetune_jaw_drop=1   # the bundled model's FT
 
 Uses randomly initialised networks of each preset (speed does not depend on the weights) and
 the real code paths: ``Avatar.animate`` (sketch drawing + G) and ``Avatar.from_crops`` with the
@@ -26,8 +28,8 @@ from talkinghead.models import build_models
 from talkinghead.train.checkpoint import save_checkpoint
 
 
-def random_checkpoint(preset: str, folder: Path) -> Path:
-    cfg = get_preset(preset)
+def random_checkpoint(preset: str, folder: Path, overrides: list[str]) -> Path:
+    cfg = get_preset(preset).override(overrides)
     E, G, D = build_models(cfg.model, num_videos=1)
     return save_checkpoint(folder / f"{preset}.safetensors", cfg, {"E": E, "G": G, "D": D}, 0)
 
@@ -38,6 +40,8 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["small", "paper"])
     ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--no-finetune", action="store_true")
+    ap.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="config overrides, e.g. the fine-tuning settings of a model")
     args = ap.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -49,8 +53,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     finetune_rows = []
     for preset in args.presets:
-        ckpt = random_checkpoint(preset, tmp)
-        cfg = get_preset(preset)
+        ckpt = random_checkpoint(preset, tmp, args.set)
+        cfg = get_preset(preset).override(args.set)
         size = cfg.model.image_size
         track = procedural_track(size, frames=max(frames, 8))
         crops = np.stack([render_synthetic_face(l, size) for l in track[:8]])
@@ -74,7 +78,9 @@ def main() -> None:
                 torch.cuda.synchronize()
             finetune_rows.append((preset, size, ft.finetune_steps, time.perf_counter() - t0))
     if finetune_rows:
-        print("\n| preset | size | shots | FT steps (preset default) | fine-tuning time (s) |")
+        if args.set:
+            print(f"\nfine-tuning with {' '.join(args.set)}")
+        print("\n| preset | size | shots | FT steps | fine-tuning time (s) |")
         print("|---|---:|---:|---:|---:|")
         for preset, size, steps, seconds in finetune_rows:
             print(f"| {preset} | {size} | 8 | {steps} | {seconds:.1f} |")
