@@ -284,3 +284,25 @@ def test_finetuning_with_jaw_drop_and_warp_runs_on_one_shot(synthetic_dataset, t
     avatar = Avatar.from_crops(crops, landmarks, ckpt, finetune_steps=3, progress=False)
     assert len(avatar.finetune_history) == 3 and all(np.isfinite(avatar.finetune_history))
     assert avatar.animate(landmarks, progress=False).shape == (1, 64, 64, 3)
+
+
+def test_set_changes_finetuning_settings_but_not_the_architecture(synthetic_dataset, tiny_checkpoint, tmp_path,
+                                                                  capsys):
+    crops, landmarks = _shots(synthetic_dataset, 1)
+    avatar = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=2, progress=False,
+                               overrides=["train.finetune_jaw_drop=0.5", "train.finetune_adversarial=false"])
+    assert avatar.config.train.finetune_jaw_drop == 0.5 and not avatar.config.train.finetune_adversarial
+    loaded = Avatar.load(avatar.save(tmp_path / "a.avatar"))
+    assert loaded.config.train.finetune_jaw_drop == 0.5  # the avatar records how it was made
+    with pytest.raises(TalkingHeadError, match="only train.* and loss.*"):
+        Avatar.from_crops(crops, landmarks, tiny_checkpoint, overrides=["model.image_size=128"])
+    # CLI: the bad setting is reported before any face detection, in one line
+    rc = main(["finetune", str(tmp_path / "not_there.jpg"), "--checkpoint", str(tiny_checkpoint),
+               "--set", "model.image_size=128", "-o", str(tmp_path / "b.avatar")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--set model.image_size=128" in err and len(err.strip().splitlines()) == 1
+    rc = main(["animate", "--avatar", str(tmp_path / "a.avatar"), "--landmarks", "x.npy", "--set",
+               "train.finetune_steps=5", "-o", str(tmp_path / "o.mp4")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs --source" in err and not (tmp_path / "o.mp4").exists()
+    assert not (tmp_path / "b.avatar").exists()

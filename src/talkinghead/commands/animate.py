@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output .mp4")
     p.add_argument("--checkpoint", default=None, help="meta checkpoint (with --source; default: bundled)")
     p.add_argument("--steps", type=int, default=None, help="fine-tuning steps with --source (0 = FF)")
+    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="with --source: change the model's fine-tuning settings, e.g. train.finetune_jaw_drop=0")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--relative", dest="mode", action="store_const", const="relative",
                       help="avatar's face shape + driver's motion (default)")
@@ -55,12 +57,14 @@ def run(args) -> int:
 
     if not args.output.lower().endswith(".mp4"):
         raise TalkingHeadError(f"{args.output}: output must be an .mp4 file")
+    if args.avatar and args.set:
+        raise TalkingHeadError("--set changes fine-tuning settings; it needs --source (an avatar file is already fine-tuned)")
     if args.avatar:
         avatar = Avatar.load(args.avatar, checkpoint=args.checkpoint, device=args.device)
     else:
         sources = args.source[0] if len(args.source) == 1 else args.source
         avatar = Avatar.from_images(sources, resolve_checkpoint(args.checkpoint), finetune_steps=args.steps,
-                                    device=args.device)
+                                    device=args.device, overrides=args.set)
     if args.driving:
         if not Path(args.driving).exists():
             raise TalkingHeadError(f"{args.driving}: driving video not found")

@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", default=None, help="meta checkpoint (default: the bundled model)")
     p.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the model's preset)")
     p.add_argument("--frames", type=int, default=None, help="render at most this many frames")
+    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="change the model's fine-tuning settings, e.g. train.finetune_jaw_drop=0")
     p.set_defaults(run=run)
 
 
@@ -28,7 +30,7 @@ def run(args) -> int:
     from talkinghead.infer.demo import run_demo
 
     r = run_demo(args.out, source=args.source, driving=args.driving, checkpoint=args.checkpoint,
-                 steps=args.steps, max_frames=args.frames)
+                 steps=args.steps, max_frames=args.frames, overrides=args.set)
     print(f"video: {r.video}")
     print(f"frames: {r.strip}")
     print(f"{r.frames} frames in {r.seconds:.0f} s; self-check: face found in {100 * r.face_found:.0f}% "

@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="avatar file to write (.avatar)")
     p.add_argument("--device", default=None, help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="change the model's fine-tuning settings, e.g. train.finetune_jaw_drop=0")
     p.set_defaults(run=run)
 
 
@@ -35,7 +37,8 @@ def run(args) -> int:
 
     sources = args.sources[0] if len(args.sources) == 1 else args.sources
     avatar = Avatar.from_images(sources, resolve_checkpoint(args.checkpoint), shots=args.shots,
-                                finetune_steps=args.steps, device=args.device, seed=args.seed)
+                                finetune_steps=args.steps, device=args.device, seed=args.seed,
+                                overrides=args.set)
     path = avatar.save(args.output)
     history = avatar.finetune_history
     detail = (f"content loss {history[0]:.3f} -> {history[-1]:.3f}" if history else "feed-forward")

@@ -104,16 +104,20 @@ class Avatar:
     def from_images(cls, images: Sequence[str | os.PathLike | np.ndarray] | str | os.PathLike,
                     checkpoint: str | os.PathLike | Checkpoint, shots: int | None = None,
                     finetune_steps: int | None = None, device: str | None = None,
-                    progress: bool = True, seed: int = 0, detector=None) -> "Avatar":
+                    progress: bool = True, seed: int = 0, detector=None,
+                    overrides: Sequence[str] = ()) -> "Avatar":
         """Build an avatar from photos, a painting, or a video/frame folder of one person.
 
         Faces are detected (dlib, offline) and cropped as ``talkinghead prepare`` does. With a
         single video or folder path, ``shots`` frames are taken evenly spaced from it.
         ``finetune_steps=0`` gives the paper's FF avatar; ``None`` uses the preset's default.
+        ``overrides`` change the model's fine-tuning settings for this avatar (see :meth:`from_crops`).
         """
         from talkinghead.infer.faces import crops_from_sources
 
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        if overrides:  # checked before the (slower) face detection
+            ckpt = _with_overrides(ckpt, overrides)
         faces = crops_from_sources(images, ckpt.config.model.image_size, shots=shots,
                                    detector=detector, progress=progress)
         avatar = cls.from_crops(faces.crops, faces.landmarks, ckpt, finetune_steps=finetune_steps,
@@ -124,9 +128,16 @@ class Avatar:
     @classmethod
     def from_crops(cls, crops: np.ndarray, landmarks: np.ndarray, checkpoint: str | os.PathLike | Checkpoint,
                    finetune_steps: int | None = None, device: str | None = None, progress: bool = True,
-                   seed: int = 0, content_loss: nn.Module | None = None) -> "Avatar":
-        """Build an avatar from K aligned crops (K, S, S, 3) uint8 and their landmarks (K, 68, 2)."""
+                   seed: int = 0, content_loss: nn.Module | None = None,
+                   overrides: Sequence[str] = ()) -> "Avatar":
+        """Build an avatar from K aligned crops (K, S, S, 3) uint8 and their landmarks (K, 68, 2).
+
+        ``overrides``: ``train.*``/``loss.*`` settings replacing the checkpoint's for fine-tuning,
+        e.g. ``["train.finetune_jaw_drop=0", "train.finetune_lr_generator=1e-4"]``.
+        """
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        if overrides:
+            ckpt = _with_overrides(ckpt, overrides)
         config = ckpt.config
         dev = _device(device)
         crops, landmarks = _resize_crops(np.asarray(crops), np.asarray(landmarks, np.float32),
@@ -263,6 +274,17 @@ class Avatar:
                    finetune_steps=int(meta.get("finetune_steps", 0)),
                    finetune_history=json.loads(meta.get("finetune_history", "[]")),
                    source_image=source_image, source_box=source_box)
+
+
+def _with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:
+    """The checkpoint with other fine-tuning settings; its architecture cannot change."""
+    import dataclasses
+
+    for item in overrides:
+        if not item.startswith(("train.", "loss.")):
+            raise TalkingHeadError(f"--set {item}: only train.* and loss.* settings can change for an existing "
+                                   "model (its architecture is fixed by the checkpoint)")
+    return dataclasses.replace(ckpt, config=ckpt.config.override(list(overrides)))
 
 
 def _resize_crops(crops: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -69,7 +69,7 @@ def frame_strip(sketches: np.ndarray, frames: np.ndarray, count: int = 8) -> np.
 
 def run_demo(out_dir: str | os.PathLike = ".", source: str | None = None, driving: str | None = None,
              checkpoint: str | None = None, steps: int | None = None, max_frames: int | None = None,
-             progress: bool = True) -> DemoResult:
+             progress: bool = True, overrides: list[str] | tuple[str, ...] = ()) -> DemoResult:
     from PIL import Image
 
     from talkinghead.data.landmarks import get_detector
@@ -93,7 +93,7 @@ def run_demo(out_dir: str | os.PathLike = ".", source: str | None = None, drivin
     if max_frames:
         track.landmarks = track.landmarks[:max_frames]
 
-    avatar = Avatar.from_images([image], ckpt, finetune_steps=steps, progress=progress)
+    avatar = Avatar.from_images([image], ckpt, finetune_steps=steps, progress=progress, overrides=overrides)
     adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode="relative")
     frames = avatar.animate(adapted, progress=progress)
     sketches = np.stack([landmarks_to_sketch(l, avatar.size) for l in adapted])
