@@ -234,3 +234,17 @@ def test_index_ignores_clips_still_being_written(tmp_path):
     (tmp_path / "clips" / "x" / ".clip.abc123.tmp.safetensors").write_bytes(b"partial")
     index = build_index(tmp_path)
     assert index["clips"] == [] and index["unreadable"] == []
+
+
+def test_preview_grid_is_as_wide_as_its_clips(tmp_path):
+    from PIL import Image
+
+    from talkinghead.data.prepare import PREVIEW_PER_CLIP, PREVIEW_THUMB, write_preview
+
+    thumb = np.full((PREVIEW_THUMB, PREVIEW_THUMB, 3), 200, np.uint8)
+    write_preview(tmp_path / "one.png", [("clip", [thumb] * PREVIEW_PER_CLIP)])
+    write_preview(tmp_path / "five.png", [(f"clip{i}", [thumb] * PREVIEW_PER_CLIP) for i in range(5)])
+    strip = PREVIEW_PER_CLIP * PREVIEW_THUMB
+    with Image.open(tmp_path / "one.png") as one, Image.open(tmp_path / "five.png") as five:
+        assert one.width < strip + 20  # one clip: no empty columns beside it
+        assert five.width > 3 * strip and five.height > one.height * 1.5  # 3 columns, 2 rows

@@ -401,6 +401,7 @@ def write_preview(path: Path, strips: list[tuple[str, list[np.ndarray]]], column
     strips = [(name, thumbs) for name, thumbs in strips if thumbs][:PREVIEW_MAX_CLIPS]
     if not strips:
         return
+    columns = min(columns, len(strips))  # one or two clips: no empty canvas beside them
     label_h, gap = 16, 6
     strip_w = PREVIEW_PER_CLIP * PREVIEW_THUMB
     cell_h = label_h + PREVIEW_THUMB + gap
