@@ -28,10 +28,9 @@ from talkinghead.models import build_models
 from talkinghead.train.checkpoint import save_checkpoint
 
 
-def random_checkpoint(preset: str, folder: Path, overrides: list[str]) -> Path:
-    cfg = get_preset(preset).override(overrides)
+def random_checkpoint(cfg, folder: Path) -> Path:
     E, G, D = build_models(cfg.model, num_videos=1)
-    return save_checkpoint(folder / f"{preset}.safetensors", cfg, {"E": E, "G": G, "D": D}, 0)
+    return save_checkpoint(folder / f"{cfg.preset}.safetensors", cfg, {"E": E, "G": G, "D": D}, 0)
 
 
 def main() -> None:
@@ -53,8 +52,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     finetune_rows = []
     for preset in args.presets:
-        ckpt = random_checkpoint(preset, tmp, args.set)
         cfg = get_preset(preset).override(args.set)
+        ckpt = random_checkpoint(cfg, tmp)
         size = cfg.model.image_size
         track = procedural_track(size, frames=max(frames, 8))
         crops = np.stack([render_synthetic_face(l, size) for l in track[:8]])

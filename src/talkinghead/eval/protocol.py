@@ -139,7 +139,7 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
 def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, identities: list[str],
                    out_dir: str | os.PathLike, settings: EvalSettings, progress: bool = True) -> dict:
     """Evaluate a meta checkpoint on the given identities; write per-video JSON, report and grid."""
-    from talkinghead.eval.report import write_report
+    from talkinghead.eval.report import describe_checkpoint, write_report
     from talkinghead.train.checkpoint import load_checkpoint
     from talkinghead.train.steps import build_content_loss
 
@@ -173,7 +173,7 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     if not rows:
         raise TalkingHeadError(f"{data_root}: no held-out video could be evaluated ({'; '.join(failures[:3])})")
     examples = [np.asarray(Image.open(p)) for p in sorted(example_dir.glob(f"*__K{middle_k}.png"))]
-    return write_report(rows, examples[: settings.grid_examples], out, checkpoint=str(checkpoint),
+    return write_report(rows, examples[: settings.grid_examples], out, checkpoint=describe_checkpoint(ckpt),
                         failures=failures)
 
 

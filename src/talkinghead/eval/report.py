@@ -54,19 +54,17 @@ def markdown_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def describe_checkpoint(checkpoint: str) -> str:
-    """``name`` (step, SHA-256 prefix): names the exact model without this machine's paths."""
-    from talkinghead.train.checkpoint import file_sha256, load_checkpoint
+def describe_checkpoint(checkpoint) -> str:
+    """File name, step and SHA-256 prefix of a loaded :class:`Checkpoint`, for the report's
+    ``Checkpoint:`` line: names the exact model without this machine's paths."""
+    from talkinghead.train.checkpoint import file_sha256
 
-    path = Path(checkpoint)
-    if not path.is_file():
-        return f"`{checkpoint}`"
-    step = load_checkpoint(path).step
-    return f"`{path.name}` (step {step}, SHA-256 {file_sha256(path)[:12]})"
+    return f"`{checkpoint.path.name}` (step {checkpoint.step}, SHA-256 {file_sha256(checkpoint.path)[:12]})"
 
 
 def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkpoint: str,
                  failures: list[str], fid_note: str | None = None) -> dict:
+    """``checkpoint``: the model as :func:`describe_checkpoint` names it."""
     from PIL import Image
 
     from talkinghead.eval.fid import fid_available
@@ -78,7 +76,7 @@ def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkp
     md = [
         "# Few-shot self-reenactment on held-out identities",
         "",
-        f"Checkpoint: {describe_checkpoint(checkpoint)}  ",
+        f"Checkpoint: {checkpoint}  ",
         f"Identities ({len(identities)}): {', '.join(identities)}  ",
         f"Date: {date.today().isoformat()}",
         "",
