@@ -177,6 +177,14 @@ class Avatar:
             self._frozen_g = frozen
         return self._frozen_g
 
+    def renderer(self) -> nn.Module:
+        """This avatar as one self-contained module for export (ONNX) and live rendering:
+        ``forward(sketches (B, 3, S, S), landmarks (B, 68, 2)) -> (B, 3, S, S)`` in [-1, 1], with
+        ψ folded in as a buffer and spectral norms folded into the weights. ``landmarks`` are the
+        sketches' landmarks in crop pixels (a warp-guided avatar warps its shots onto them; the
+        paper's G ignores them)."""
+        return AvatarRenderer(self._inference_generator(), self.psi.detach().float())
+
     @torch.inference_mode()
     def render(self, sketches: Tensor) -> Tensor:
         """(B, 3, S, S) sketches in [-1, 1] → (B, 3, S, S) images in [-1, 1]."""
@@ -274,6 +282,19 @@ class Avatar:
                    finetune_steps=int(meta.get("finetune_steps", 0)),
                    finetune_history=json.loads(meta.get("finetune_history", "[]")),
                    source_image=source_image, source_box=source_box)
+
+
+class AvatarRenderer(nn.Module):
+    """A person-specific generator with its ψ as a buffer (see :meth:`Avatar.renderer`)."""
+
+    def __init__(self, generator: nn.Module, psi: Tensor):
+        super().__init__()
+        self.generator = generator
+        self.register_buffer("psi", psi.reshape(-1))
+
+    def forward(self, sketches: Tensor, landmarks: Tensor) -> Tensor:
+        """sketches (B, 3, S, S) in [-1, 1], landmarks (B, 68, 2) crop pixels → (B, 3, S, S)."""
+        return self.generator(sketches, self.psi.expand(sketches.shape[0], -1))
 
 
 def _with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:
