@@ -103,6 +103,7 @@ class EpisodeDataset(Dataset):
     Item ``i`` (a video) returns a dict:
         ``frames``          (K, 3, S, S) float in [-1, 1] — the embedder's K frames x_i(s_k)
         ``sketches``        (K, 3, S, S) — their landmark sketches y_i(s_k)
+        ``landmarks``       (K, 68, 2) — their landmarks, in pixels of the S×S crop
         ``target``          (3, S, S) — the frame x_i(t) G must reproduce
         ``target_sketch``   (3, S, S) — its sketch y_i(t)
         ``target_landmarks`` (68, 2) — in pixels of the S×S crop
@@ -135,6 +136,7 @@ class EpisodeDataset(Dataset):
         return {
             "frames": torch.stack(images[:-1]),
             "sketches": torch.stack(sketches[:-1]),
+            "landmarks": torch.stack(landmarks[:-1]),
             "target": images[-1],
             "target_sketch": sketches[-1],
             "target_landmarks": landmarks[-1],
