@@ -2,11 +2,15 @@
 with ``add_parser(subparsers)`` and ``run(args) -> int``; this module only dispatches and turns
 user errors into one-line messages with a documented exit status:
 
-    0  success
-    1  unexpected internal error (a bug: please report the traceback)
-    2  bad input or usage (unreadable file, wrong checkpoint, bad option)
-    3  nothing usable in the input (no face found anywhere)
-    130 interrupted (Ctrl-C); outputs are never left half-written
+    0   success
+    1   unexpected internal error (a bug: please report the traceback)
+    2   bad input, usage or environment (unreadable file, wrong checkpoint, bad option or
+        value, existing folder given as output, full disk, permission denied, no GPU)
+    3   nothing usable in the input (no face found anywhere)
+    130 interrupted (Ctrl-C)
+    143 terminated (SIGTERM: ``kill``, ``timeout``, a scheduler)
+
+Whatever the exit, outputs are never left half-written and no temporary file stays behind.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import importlib
 import logging
 import sys
 
-from talkinghead import __version__
+from talkinghead import __version__, signals
 from talkinghead.errors import TalkingHeadError
+from talkinghead.fileio import os_error_message
 
 COMMANDS = ("demo", "prepare", "train", "finetune", "animate", "evaluate", "export")
 
@@ -30,8 +35,15 @@ EPILOG = """pipeline:
 """
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (``talkinghead animate: error: argument --fps: ...``), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="talkinghead",
         description="Few-shot talking-head models (Zakharov et al., ICCV 2019).",
         epilog=EPILOG,
@@ -56,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    signals.install_cli_handlers()
     try:
         return int(args.run(args) or 0)
     except TalkingHeadError as exc:
@@ -63,7 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return signals.EXIT_INTERRUPTED
+    except signals.Terminated:
+        print("terminated", file=sys.stderr)
+        return signals.EXIT_TERMINATED
+    except Exception as exc:  # an OS error (full disk, ...) is the environment, not a bug
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -49,6 +49,14 @@ class ModelConfig:
     warp_guidance: bool = False
 
     def validate(self) -> None:
+        _check_fields(self, "model", minimum={"image_size": 16, "base_channels": 1, "max_channels": 1,
+                                              "embed_dim": 1, "gen_downsamples": 0, "gen_res_blocks": 0,
+                                              "disc_downsamples": 1})
+        if any(int(s) < 1 for s in self.attention_sizes):
+            raise TalkingHeadError(f"model.attention_sizes={self.attention_sizes}: sizes must be positive")
+        if self.max_channels < self.base_channels:
+            raise TalkingHeadError(f"model.max_channels={self.max_channels} is below model.base_channels="
+                                   f"{self.base_channels}")
         if self.image_size % (2 ** self.gen_downsamples):
             raise TalkingHeadError(
                 f"image_size {self.image_size} is not divisible by 2**gen_downsamples"
@@ -78,6 +86,10 @@ class LossConfig:
     #: bundled run lost its whole embedder that way (ê ≡ 0, all W rows ≈ 0 by step 4250).
     #: False (default): L_MCH moves only W_i towards ê_i, which is what fine-tuning needs (w' = ê).
     embedding_match_pulls_embedder: bool = False
+
+    def validate(self) -> None:
+        # Every weight is a finite number >= 0 (0 turns a term off).
+        _check_fields(self, "loss", default_minimum=0.0)
 
 
 @dataclass
@@ -123,6 +135,53 @@ class TrainConfig:
     #: False: content loss only (no D steps, about twice as fast). A briefly meta-learned D judges
     #: a new person poorly and its gradients add noise; such a model is better fine-tuned without.
     finetune_adversarial: bool = True
+
+    def validate(self) -> None:
+        _check_fields(self, "train", minimum=_TRAIN_MINIMUM)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise TalkingHeadError(f"train.betas={self.betas}: Adam needs two betas, each in [0, 1), "
+                                   "e.g. train.betas=0.0,0.999")
+
+
+#: Lower bounds of TrainConfig's integer fields (fields not listed: any finite value).
+_TRAIN_MINIMUM = {"batch_size": 1, "shots": 1, "disc_steps": 0, "steps": 1, "checkpoint_every": 1,
+                  "keep_checkpoints": 1, "log_every": 1, "image_every": 1, "num_workers": 0,
+                  "finetune_steps": 0, "finetune_batch_size": 1, "finetune_warp": 0.0,
+                  "finetune_jaw_drop": 0.0,
+                  # a learning rate of 0 freezes a network (tests and ablations use it)
+                  "lr_generator": 0.0, "lr_discriminator": 0.0, "finetune_lr_generator": 0.0,
+                  "finetune_lr_discriminator": 0.0}
+
+
+def _check_fields(section, name: str, minimum: dict | None = None, positive: tuple = (),
+                  default_minimum: float | None = None) -> None:
+    """Types and ranges of a config section's fields: a bool is a bool, an int an int (not a
+    float or a bool), a float a finite number; ``minimum`` / ``positive`` bound them. Raises
+    TalkingHeadError naming ``section.field`` and the value."""
+    import math
+
+    minimum = minimum or {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        label = f"{name}.{f.name}={value!r}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TalkingHeadError(f"{label}: must be true or false")
+            continue
+        if isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TalkingHeadError(f"{label}: must be a whole number")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TalkingHeadError(f"{label}: must be a finite number")
+        else:
+            continue
+        low = minimum.get(f.name, default_minimum)
+        if low is not None and value < low:
+            raise TalkingHeadError(f"{label}: must be at least {low:g}")
+        if f.name in positive and not value > 0:
+            raise TalkingHeadError(f"{label}: must be greater than 0")
 
 
 @dataclass
@@ -183,8 +242,14 @@ class Config:
             except ValueError as exc:
                 raise TalkingHeadError(f"bad override {item!r}: {exc}") from None
             setattr(section, name, value)
-        out.model.validate()
+        out.validate()
         return out
+
+    def validate(self) -> None:
+        """Check every field's type and range (TalkingHeadError naming the field)."""
+        self.model.validate()
+        self.loss.validate()
+        self.train.validate()
 
 
 def _parse_like(raw: str, current: Any) -> Any:

@@ -32,6 +32,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     pick a format from the extension (PyAV, OpenCV, PIL) still work.
     """
     target = Path(target)
+    if target.is_dir():
+        raise TalkingHeadError(f"{target}: is a folder; name the output file")
     parent = target.parent if str(target.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -67,3 +69,46 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(target: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def os_error_message(exc: BaseException) -> str | None:
+    """One line for an operating-system error (full disk, a folder where a file was expected,
+    permission denied, ...), naming the file when known; None if ``exc`` is not one.
+
+    Also recognises OS errors wrapped by libraries that do not raise ``OSError`` themselves
+    (safetensors reports a full disk as ``SafetensorError: ... No space left on device``).
+    """
+    import errno
+    import re
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and (exc.errno is not None or exc.strerror):
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.ENOSPC:
+                reason = "no space left on the device (free some space and run again)"
+            elif exc.errno == errno.EDQUOT:
+                reason = "disk quota exceeded"
+            name = exc.filename if exc.filename is not None else None
+            if name is not None:
+                name = _unhide_temporary(str(name))
+            return f"{name}: {reason}" if name else reason
+        text = str(exc)
+        code = re.search(r"\(os error (\d+)\)", text)
+        if type(exc).__name__ == "SafetensorError" and code:
+            number = int(code.group(1))
+            if number == errno.ENOSPC:
+                return "writing a model file failed: no space left on the device (free some space and run again)"
+            return f"writing a model file failed: {os.strerror(number)}"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _unhide_temporary(name: str) -> str:
+    """Name the output, not the hidden temporary file of :func:`atomic_path`, in messages."""
+    import re
+
+    path = Path(name)
+    match = re.fullmatch(r"\.(.+)\.[^.]+\.tmp(\.[^.]+)?", path.name)
+    return str(path.with_name(match.group(1) + (match.group(2) or ""))) if match else name

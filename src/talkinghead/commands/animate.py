@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.validation import fps_type, int_in
 
 EXAMPLES = """examples:
   talkinghead animate --avatar me.avatar --driving speech.mp4 -o out.mp4
@@ -29,7 +30,7 @@ def add_parser(sub) -> None:
     drive.add_argument("--landmarks", help="(T, 68, 2) .npy landmark track (puppeteering)")
     p.add_argument("-o", "--output", required=True, help="output .mp4")
     p.add_argument("--checkpoint", default=None, help="meta checkpoint (with --source; default: bundled)")
-    p.add_argument("--steps", type=int, default=None, help="fine-tuning steps with --source (0 = FF)")
+    p.add_argument("--steps", type=int_in(0), default=None, help="fine-tuning steps with --source (0 = FF)")
     p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
                    help="with --source: change the model's fine-tuning settings, e.g. train.finetune_jaw_drop=0")
     mode = p.add_mutually_exclusive_group()
@@ -44,38 +45,68 @@ def add_parser(sub) -> None:
                    help="use the driving landmarks as detected (default: One-Euro smoothed against jitter)")
     p.add_argument("--side-by-side", action="store_true", help="driver | landmarks | result")
     p.add_argument("--paste-back", action="store_true", help="paste the rendered face into the full source image")
-    p.add_argument("--fps", type=float, default=None, help="output fps (default: the driver's; 25 for .npy)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--fps", type=fps_type, default=None, help="output fps (default: the driver's; 25 for .npy)")
+    p.add_argument("--batch-size", type=int_in(1, 4096), default=16, help="frames rendered at once (default 16)")
     p.add_argument("--device", default=None)
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from pathlib import Path
+def parse_reference(text: str) -> str | int:
+    """--reference: 'first', 'best' or a non-negative frame index."""
+    if text in ("first", "best"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise TalkingHeadError(f"--reference {text!r}: use 'first', 'best' or a frame index (0, 1, ...)")
 
-    from talkinghead.infer.avatar import Avatar
+
+def run(args) -> int:
+    from talkinghead.infer.avatar import Avatar, _with_overrides
     from talkinghead.infer.bundled import resolve_checkpoint
     from talkinghead.infer.driving import animate_to_video, track_from_npy, track_from_video
+    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.validation import check_device, check_input_path, check_output_file
 
-    if not args.output.lower().endswith(".mp4"):
-        raise TalkingHeadError(f"{args.output}: output must be an .mp4 file")
+    # Every argument is checked before the slow parts (tracking, fine-tuning, rendering).
+    check_output_file(args.output, (".mp4",))
+    check_device(args.device)
+    reference = parse_reference(args.reference)
+    if args.avatar:
+        check_input_path(args.avatar, "avatar file")
     if args.avatar and args.set:
         raise TalkingHeadError("--set changes fine-tuning settings; it needs --source (an avatar file is already fine-tuned)")
+    if args.avatar and args.steps is not None:
+        raise TalkingHeadError("--steps applies to --source (an avatar file is already fine-tuned)")
+    if args.driving:
+        from talkinghead.data.video import probe_video
+
+        check_input_path(args.driving, "driving video")
+        probe_video(args.driving)  # unreadable → one line now, not after fine-tuning
+    else:
+        check_input_path(args.landmarks, "landmark track")
     if args.avatar:
         avatar = Avatar.load(args.avatar, checkpoint=args.checkpoint, device=args.device)
+        if args.paste_back and avatar.source_image is None:
+            raise TalkingHeadError(f"{args.avatar}: --paste-back needs an avatar made from images "
+                                   "(this one has no source image)")
+        ckpt = None
     else:
-        sources = args.source[0] if len(args.source) == 1 else args.source
-        avatar = Avatar.from_images(sources, resolve_checkpoint(args.checkpoint), finetune_steps=args.steps,
-                                    device=args.device, overrides=args.set)
+        for source in args.source:
+            check_input_path(source, "source")
+        ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
+        if args.set:
+            ckpt = _with_overrides(ckpt, args.set)
     if args.driving:
-        if not Path(args.driving).exists():
-            raise TalkingHeadError(f"{args.driving}: driving video not found")
         track = track_from_video(args.driving)
     else:
         track = track_from_npy(args.landmarks, fps=args.fps or 25.0)
-    reference = int(args.reference) if args.reference.isdigit() else args.reference
-    if reference not in ("first", "best") and not isinstance(reference, int):
-        raise TalkingHeadError(f"--reference {args.reference!r}: use 'first', 'best' or a frame index")
+    if isinstance(reference, int) and reference >= len(track.landmarks):
+        source = args.driving or args.landmarks
+        raise TalkingHeadError(f"--reference {reference}: {source} has {len(track.landmarks)} frames "
+                               f"(0 to {len(track.landmarks) - 1})")
+    if ckpt is not None:
+        sources = args.source[0] if len(args.source) == 1 else args.source
+        avatar = Avatar.from_images(sources, ckpt, finetune_steps=args.steps, device=args.device)
     summary = animate_to_video(avatar, track, args.output, mode=args.mode, reference=reference,
                                side_by_side=args.side_by_side, paste=args.paste_back,
                                batch_size=args.batch_size, fps=args.fps, smooth=not args.no_smooth)

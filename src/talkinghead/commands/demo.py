@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from talkinghead.validation import int_in
+
 EXAMPLES = """examples:
   talkinghead demo                                   # writes ./demo.mp4 and ./demo.png
   talkinghead demo --out results/
@@ -19,8 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--source", default=None, help="your own portrait (default: scikit-image's astronaut)")
     p.add_argument("--driving", default=None, help="your own driving video (default: bundled landmark track)")
     p.add_argument("--checkpoint", default=None, help="meta checkpoint (default: the bundled model)")
-    p.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the model's preset)")
-    p.add_argument("--frames", type=int, default=None, help="render at most this many frames")
+    p.add_argument("--steps", type=int_in(0), default=None, help="fine-tuning steps (default: the model's preset)")
+    p.add_argument("--frames", type=int_in(1), default=None, help="render at most this many frames")
     p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
                    help="change the model's fine-tuning settings, e.g. train.finetune_jaw_drop=0")
     p.set_defaults(run=run)
@@ -28,6 +30,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from talkinghead.infer.demo import run_demo
+    from talkinghead.validation import check_input_path, check_output_folder
+
+    check_output_folder(args.out)
+    if args.source is not None:
+        check_input_path(args.source, "source image")
+    if args.driving is not None:
+        check_input_path(args.driving, "driving video")
 
     r = run_demo(args.out, source=args.source, driving=args.driving, checkpoint=args.checkpoint,
                  steps=args.steps, max_frames=args.frames, overrides=args.set)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from talkinghead.validation import int_in
+
 EXAMPLES = """examples:
   talkinghead evaluate --checkpoint runs/meta/latest.safetensors --data data/ --split-file faces -o report/
   talkinghead evaluate --checkpoint meta.safetensors --data data/ --split-file heldout.txt --shots 1 8 32 -o report/
@@ -21,9 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", default=None, help="meta checkpoint (default: the bundled model)")
     p.add_argument("--data", required=True, help="data set prepared by `talkinghead prepare`")
     p.add_argument("--split-file", default="faces", help="held-out identities (see below)")
-    p.add_argument("--shots", nargs="+", type=int, default=[1, 8, 32], help="K values (default: 1 8 32)")
-    p.add_argument("--targets", type=int, default=8, help="target frames per video (default: 8)")
-    p.add_argument("--steps", type=int, default=None, help="FT steps (default: the checkpoint's preset)")
+    p.add_argument("--shots", nargs="+", type=int_in(1, 1024), default=[1, 8, 32], help="K values (default: 1 8 32)")
+    p.add_argument("--targets", type=int_in(1), default=8, help="target frames per video (default: 8)")
+    p.add_argument("--steps", type=int_in(0), default=None, help="FT steps (default: the checkpoint's preset)")
     p.add_argument("-o", "--output", required=True, help="report folder")
     p.set_defaults(run=run)
 
@@ -33,7 +35,10 @@ def run(args) -> int:
     from talkinghead.eval.protocol import EvalSettings, run_evaluation
     from talkinghead.eval.splits import load_split
     from talkinghead.infer.bundled import resolve_checkpoint
+    from talkinghead.validation import check_input_path, check_output_folder
 
+    check_output_folder(args.output)
+    check_input_path(args.data, "data set")
     split = load_split(args.split_file)
     identities = split.get("dev") or split.get("test")
     if not identities:

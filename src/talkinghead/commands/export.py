@@ -26,6 +26,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from talkinghead.train.checkpoint import export_checkpoint, load_checkpoint
+    from talkinghead.validation import check_input_path, check_output_file
+
+    check_input_path(args.checkpoint, "checkpoint")
+    check_output_file(args.output)
 
     path = export_checkpoint(args.checkpoint, args.output, half=not args.fp32, overrides=args.set)
     ckpt = load_checkpoint(path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from talkinghead.validation import int_in
+
 EXAMPLES = """examples:
   talkinghead finetune photo.jpg --checkpoint meta.safetensors -o me.avatar
   talkinghead finetune a.jpg b.jpg c.jpg --checkpoint meta.safetensors --steps 100 -o me.avatar
@@ -20,8 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("sources", nargs="+", help="images of one person, or one video / frame folder")
     p.add_argument("--checkpoint", default=None,
                    help="meta-learned checkpoint (default: the bundled model)")
-    p.add_argument("--shots", type=int, default=None, help="K: frames to use (default: all images, 8 from a video)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--shots", type=int_in(1, 1024), default=None, help="K: frames to use (default: all images, 8 from a video)")
+    p.add_argument("--steps", type=int_in(0), default=None,
                    help="fine-tuning steps (default: the checkpoint's preset; 0 = feed-forward)")
     p.add_argument("-o", "--output", required=True, help="avatar file to write (.avatar)")
     p.add_argument("--device", default=None, help="cpu or cuda")
@@ -32,13 +34,22 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from talkinghead.infer.avatar import Avatar
+    from talkinghead.infer.avatar import Avatar, _with_overrides
     from talkinghead.infer.bundled import resolve_checkpoint
+    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.validation import check_device, check_input_path, check_output_file
 
+    # Everything is checked before face detection and fine-tuning.
+    check_output_file(args.output)
+    check_device(args.device)
+    ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
+    if args.set:
+        ckpt = _with_overrides(ckpt, args.set)
+    for source in args.sources:
+        check_input_path(source, "source")
     sources = args.sources[0] if len(args.sources) == 1 else args.sources
-    avatar = Avatar.from_images(sources, resolve_checkpoint(args.checkpoint), shots=args.shots,
-                                finetune_steps=args.steps, device=args.device, seed=args.seed,
-                                overrides=args.set)
+    avatar = Avatar.from_images(sources, ckpt, shots=args.shots, finetune_steps=args.steps,
+                                device=args.device, seed=args.seed)
     path = avatar.save(args.output)
     history = avatar.finetune_history
     detail = (f"content loss {history[0]:.3f} -> {history[-1]:.3f}" if history else "feed-forward")

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.validation import float_in, int_in
 
 DESCRIPTION = """\
 Detect and track 68 face landmarks through videos, cut a steady square head crop per frame
@@ -36,16 +37,16 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="*", metavar="SRC", help="video files, frame folders, folders of videos, CSV manifests")
     p.add_argument("--out", "-o", metavar="DATASET", help="output data set folder (created)")
-    p.add_argument("--size", type=int, default=256, help="crop side in pixels (default 256)")
+    p.add_argument("--size", type=int_in(16, 4096), default=256, help="crop side in pixels (default 256)")
     p.add_argument("--shard", metavar="I/N", help="process only every N-th clip, starting at the I-th (1-based)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=int_in(1), default=None,
                    help=f"parallel processes (default: all cores, here {os.cpu_count()})")
     p.add_argument("--overwrite", action="store_true", help="redo clips that are already prepared")
     p.add_argument("--preview", action="store_true", help="write DATASET/preview.png: crops with landmarks")
     p.add_argument("--detector", default="dlib", help="dlib (default), dlib-cnn or face_alignment")
-    p.add_argument("--min-valid", type=float, default=0.5,
+    p.add_argument("--min-valid", type=float_in(0.0, 1.0), default=0.5,
                    help="skip clips with a face in fewer than this fraction of frames (default 0.5)")
-    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="use at most N frames per clip")
+    p.add_argument("--max-frames", type=int_in(1), default=None, metavar="N", help="use at most N frames per clip")
     p.add_argument("--merge", nargs="+", metavar="DATASET",
                    help="rebuild DATASET's index; clips of further DATASETs are merged into the first")
     p.set_defaults(run=run)
@@ -86,6 +87,11 @@ def run(args) -> int:
     if args.preview and (Path(args.out) / "preview.png").is_file():
         print(f"preview: {Path(args.out) / 'preview.png'}")
     if not summary.done and not summary.already:
-        print(f"error: no clip produced any data ({len(summary.skipped)} skipped)", file=__import__("sys").stderr)
+        import sys
+
+        first = summary.skipped[0] if summary.skipped else None
+        where = f"{first.source or first.clip}: {first.reason}" if first else "no clip"
+        more = f" (and {len(summary.skipped) - 1} more skipped clip(s), listed above)" if len(summary.skipped) > 1 else ""
+        print(f"error: {where}; no clip produced any data{more}", file=sys.stderr)
         return 3
     return 0

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.validation import float_in, int_in
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="folder written by `talkinghead prepare`")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, tb/ (TensorBoard), samples/")
-    p.add_argument("--preset", default="small", help="tiny | small | paper (default: small)")
+    p.add_argument("--preset", default=None,
+                   help="tiny | small | paper (default: small); a resumed or --init-from run keeps its checkpoint's")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from RUN/latest.safetensors, or from the given checkpoint")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
@@ -32,15 +34,15 @@ def add_parser(sub) -> None:
                         "step 0; --set still applies)")
     p.add_argument("--init-networks", nargs="+", default=["E", "G", "D"], metavar="NET",
                    help="with --init-from: which networks to take (default: E G D; the rest start fresh)")
-    p.add_argument("--steps", type=int, help="total optimiser steps (overrides the preset)")
-    p.add_argument("--batch-size", type=int, help="episodes per step and process")
-    p.add_argument("--shots", type=int, help="K frames per episode")
+    p.add_argument("--steps", type=int_in(1), help="total optimiser steps (overrides the preset)")
+    p.add_argument("--batch-size", type=int_in(1), help="episodes per step and process")
+    p.add_argument("--shots", type=int_in(1), help="K frames per episode")
     p.add_argument("--split", default=None,
                    help="train only on the 'train' identities of a split: 'faces' (bundled) or a file")
     p.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. train.lr_generator=1e-4 model.embed_dim=256")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--max-minutes", type=float_in(0.0, lo_open=True), default=None,
                    help="stop cleanly (with a checkpoint) after this much wall time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -55,21 +57,34 @@ def resolve_config(args):
     for flag, key in (("steps", "train.steps"), ("batch_size", "train.batch_size"), ("shots", "train.shots")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
+    if args.resume and args.init_from:
+        raise TalkingHeadError("--resume continues a run, --init-from starts a new one: use one of them")
     resume_path = latest_checkpoint(args.out) if args.resume is True else args.resume
     if args.resume is True and resume_path is None:
         raise TalkingHeadError(f"{args.out}: nothing to resume (no latest.safetensors)")
     if resume_path:
-        base = load_checkpoint(resume_path).config  # the run's own settings win over --preset
+        ckpt = load_checkpoint(resume_path)
+        if not ckpt.has("optim"):
+            raise TalkingHeadError(f"{resume_path}: has no optimiser state (an exported model?), so it cannot be "
+                                   f"resumed; start a new run from its weights with --init-from {resume_path}")
+        base = ckpt.config  # the run's own settings win over --preset
     elif args.init_from:
         base = load_checkpoint(args.init_from).config  # the weights fix the model settings
     else:
-        base = get_preset(args.preset)
+        base = get_preset(args.preset or "small")
+    if args.preset and (resume_path or args.init_from) and args.preset != base.preset:
+        source = resume_path or args.init_from
+        raise TalkingHeadError(f"--preset {args.preset}: {source} is a {base.preset!r} model and its settings are "
+                               "kept; leave out --preset (change single fields with --set)")
     return base.override(overrides), resume_path
 
 
 def run(args) -> int:
     from talkinghead.train.meta import train_meta
+    from talkinghead.validation import check_device, check_input_path
 
+    check_input_path(args.dataset, "data set")
+    check_device(args.device)
     config, resume_path = resolve_config(args)
     identities = None
     if args.split:

@@ -345,6 +345,7 @@ def track_landmarks(
     redetect_every: int = 12,
     progress: bool = False,
     total: int | None = None,
+    fallback: LandmarkDetector | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """68 landmarks for every frame of a video, detecting only when needed.
 
@@ -362,12 +363,15 @@ def track_landmarks(
         redetect_every: frames between verifications of a running track.
         progress: show a tqdm bar over frames.
         total: number of frames, for the progress bar.
+        fallback: a slower, stronger detector (dlib's CNN) tried when re-detection right after a
+            lost track finds nothing (once per loss, so its cost stays bounded).
 
     Returns:
         landmarks (T, 68, 2) float32 in frame pixels, NaN where no face;
         valid (T,) bool;
         stats dict: frames, valid, detections, verifications, rejected (by reason),
-        seconds spent detecting / predicting, faces (max seen in one detection).
+        seconds spent detecting / predicting, faces (max seen in one detection),
+        fallback_detections / fallback_found (how often ``fallback`` ran / found the face).
     """
     from tqdm import tqdm
 
@@ -375,7 +379,7 @@ def track_landmarks(
     accepts_gray = getattr(detector, "accepts_gray", False)
     out: list[np.ndarray] = []
     stats = {"frames": 0, "valid": 0, "detections": 0, "verifications": 0, "rejected": {},
-             "detect_s": 0.0, "predict_s": 0.0, "faces": 0}
+             "detect_s": 0.0, "predict_s": 0.0, "faces": 0, "fallback_detections": 0, "fallback_found": 0}
     previous: np.ndarray | None = None  # landmarks of frame t-1 when it had a face
     anchor_side: float | None = None  # side of the last detector box on this track
     since_verified = 0
@@ -420,6 +424,11 @@ def track_landmarks(
         if attempted:
             boxes = timed("detect_s", detector.detect_faces, image)
             stats["detections"] += 1
+            if len(boxes) == 0 and fallback is not None and old_box is not None:
+                fallback_image = frame if accepts_gray and not getattr(fallback, "accepts_gray", False) else image
+                boxes = timed("detect_s", fallback.detect_faces, fallback_image)
+                stats["fallback_detections"] += 1
+                stats["fallback_found"] += int(len(boxes) > 0)
             stats["faces"] = max(stats["faces"], len(boxes))
             if len(boxes):
                 box = boxes[0]

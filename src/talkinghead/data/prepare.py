@@ -23,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
+from talkinghead import signals
 from talkinghead.data import store
 from talkinghead.data.video import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_file, is_video_file,
                                     iter_frames, list_frame_files, probe_video)
@@ -51,6 +52,9 @@ class ClipSource:
     identity: str
     video: str
     path: Path
+    #: The identity is only a file or folder name (no identity folder, no manifest): two such
+    #: clips with the same name in different folders are different people.
+    named_by_file: bool = False
 
     @property
     def relpath(self) -> str:
@@ -79,6 +83,7 @@ def _from_layout(root: Path, item: Path) -> ClipSource:
         identity, video, clip = parts[0], parts[1], parts[1]
     else:
         identity = video = clip = parts[0]
+        return ClipSource(clip, identity, video, item.resolve(), named_by_file=True)
     return ClipSource(_clip_id(identity, video, clip), identity, video, item.resolve())
 
 
@@ -123,7 +128,7 @@ def _walk_folder(root: Path, notes: list[str]) -> list[ClipSource]:
         clips.extend(_from_layout(root, here / f) for f in videos)
         if not videos and len(images) >= 2:
             if here == root:
-                clips.append(ClipSource(root.name, root.name, root.name, root.resolve()))
+                clips.append(ClipSource(root.name, root.name, root.name, root.resolve(), named_by_file=True))
             else:
                 clips.append(_from_layout(root, here))
         else:
@@ -154,18 +159,26 @@ def discover_sources(sources: list[str | os.PathLike]) -> tuple[list[ClipSource]
         elif is_image_file(path):
             notes.append(f"{path}: an image, not a clip, left out")
         else:
-            clips.append(ClipSource(path.stem, path.stem, path.stem, path.resolve()))
+            clips.append(ClipSource(path.stem, path.stem, path.stem, path.resolve(), named_by_file=True))
     # Same path twice (a folder and a file in it): keep one. Same id, different files: disambiguate.
     unique: dict[Path, ClipSource] = {}
     for c in clips:
         unique.setdefault(c.path, c)
     counts = Counter(c.clip for c in unique.values())
     out = []
+    renamed: Counter = Counter()
     for c in unique.values():
         if counts[c.clip] > 1:
             tag = hashlib.sha1(str(c.path).encode()).hexdigest()[:6]
-            c = ClipSource(f"{c.clip}~{tag}", c.identity, c.video, c.path)
+            if c.named_by_file:  # same file name, other folder: another person, not another clip
+                renamed[c.clip] += 1
+                name = f"{c.identity}~{tag}"
+                c = ClipSource(f"{c.clip}~{tag}", name, name, c.path, named_by_file=True)
+            else:
+                c = ClipSource(f"{c.clip}~{tag}", c.identity, c.video, c.path)
         out.append(c)
+    for name, n in sorted(renamed.items()):
+        notes.append(f"{n} clips named {name!r} in different folders: kept as {n} identities ({name}~<hash>)")
     return sorted(out, key=lambda c: c.clip), notes
 
 
@@ -199,6 +212,8 @@ class ClipResult:
     valid: int = 0
     seconds: dict = field(default_factory=dict)  # per stage
     faces: int = 0  # most faces seen in one detection
+    damaged: int = 0  # frames lost to damaged packets in the video (skipped by the decoder)
+    source: str = ""  # the clip's file or folder, for messages
     preview: list = field(default_factory=list)  # (S', S', 3) thumbnails with landmarks
 
 
@@ -222,6 +237,8 @@ def _worker_init() -> None:
     loaded on first use and kept for the worker's lifetime."""
     import cv2
 
+    # SIGTERM sent to the whole process group: end the clip through its `finally`s (no temp file).
+    signals.install_cli_handlers()
     cv2.setNumThreads(1)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
@@ -282,7 +299,9 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
     started = time.perf_counter()
     try:
         info = probe_video(source.path)
-        frames = _Timed(iter_frames(source.path, options.max_frames), seconds, "decode", FRAME_CACHE_BYTES)
+        decode_report: dict = {}
+        frames = _Timed(iter_frames(source.path, options.max_frames, report=decode_report), seconds, "decode",
+                        FRAME_CACHE_BYTES)
         if options.track:
             landmarks, valid, stats = track_landmarks(frames, _detector(options.detector))
         else:
@@ -295,7 +314,8 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
     seconds["detect"] = stats["detect_s"]
     seconds["landmarks"] = stats["predict_s"]
     count, n_valid = len(valid), int(valid.sum())
-    result = ClipResult(source.clip, "skipped", frames=count, valid=n_valid, faces=stats["faces"])
+    result = ClipResult(source.clip, "skipped", frames=count, valid=n_valid, faces=stats["faces"],
+                        damaged=int(decode_report.get("lost", 0)))
     if n_valid == 0:
         result.reason = "no face found"
         return result
@@ -456,6 +476,9 @@ class PrepareSummary:
             parts = ", ".join(f"{k} {100 * v / busy:.0f}%" for k, v in sorted(stages.items(), key=lambda kv: -kv[1])
                               if k != "total")
             out.append(f"worker time: {parts}")
+        damaged = [f"{r.clip} ({r.damaged})" for r in self.done + self.skipped if r.damaged]
+        if damaged:
+            out.append(f"damaged frames skipped (undecodable packets): {', '.join(damaged)}")
         several = [r.clip for r in self.done if r.faces > 1]
         if several:
             out.append(f"several faces, picked the largest: {', '.join(several)}")
@@ -479,6 +502,7 @@ def prepare_dataset(sources: list[str], out_root: str | os.PathLike, options: Pr
     if not 0.0 <= options.min_valid <= 1.0:
         raise TalkingHeadError(f"--min-valid {options.min_valid} must be between 0 and 1")
     out_root = ensure_writable_dir(out_root)
+    _check_same_size(out_root, options.size)
     clips, notes = discover_sources(sources)
     for note in notes:
         log.info("%s", note)
@@ -502,7 +526,10 @@ def prepare_dataset(sources: list[str], out_root: str | os.PathLike, options: Pr
                dynamic_ncols=True, file=sys.stderr)
     previews: dict[str, list[np.ndarray]] = {}
 
+    paths = {c.clip: str(c.path) for c in todo}
+
     def record(res: ClipResult, estimate: int) -> None:
+        res.source = res.source or paths.get(res.clip, "")
         (summary.done if res.status == "done" else summary.skipped).append(res)
         if res.preview:
             previews[res.clip] = res.preview
@@ -537,6 +564,21 @@ def prepare_dataset(sources: list[str], out_root: str | os.PathLike, options: Pr
     return summary
 
 
+def _check_same_size(out_root: Path, size: int) -> None:
+    """A data set holds one crop size: refuse to add ``size`` crops to a set of another size."""
+    if not (out_root / store.INDEX_NAME).is_file():
+        return
+    try:
+        existing = store.load_index(out_root).get("size")
+    except TalkingHeadError:
+        return  # an unreadable index is rebuilt at the end
+    sizes = sorted(set(existing if isinstance(existing, list) else [existing]) - {None, 0})
+    if sizes and sizes != [size]:
+        held = " and ".join(f"{s}-px" for s in sizes)
+        raise TalkingHeadError(f"{out_root}: holds {held} crops; --size {size} would mix sizes in one data set "
+                               f"(use --size {sizes[0]}, or another --out)")
+
+
 def _worker_init_parent() -> None:
     import cv2
 
@@ -558,7 +600,7 @@ def _run_pool(todo: list[ClipSource], out_root: Path, options: PrepareOptions, w
                 except Exception as exc:  # a worker died (out of memory, a crash in a C library)
                     res = ClipResult(futures[fut].clip, "skipped", f"worker failed ({type(exc).__name__}: {exc})")
                 on_result(res)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, signals.Terminated):
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 

@@ -7,6 +7,7 @@ empty input) raise :class:`TalkingHeadError` with one line naming the file.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import numpy as np
 
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
@@ -81,6 +84,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 arr = (arr / max(float(arr.max()), 1.0) * 255.0).round().astype(np.uint8)
                 return np.repeat(arr[..., None], 3, axis=2)
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError:
+        raise TalkingHeadError(f"{path}: image too large (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, "
+                               "Pillow's guard against decompression bombs); scale it down first") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise TalkingHeadError(f"{path}: not a readable image ({exc})") from None
     return np.ascontiguousarray(rgb)
@@ -94,13 +100,32 @@ def _open_container(path: Path):
     if not path.exists():
         raise TalkingHeadError(f"{path}: no such file")
     try:
-        container = av.open(str(path))
+        container = av.open(ffmpeg_path(path))
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise TalkingHeadError(f"{path}: not a readable video ({_short(exc)})") from None
     if not container.streams.video:
         container.close()
         raise TalkingHeadError(f"{path}: not a readable video (no video stream)")
     return container
+
+
+def ffmpeg_path(path: str | os.PathLike) -> str:
+    """``path`` as FFmpeg must be given it: absolute, so that a name with a colon
+    (``take:1.mp4``, ``.out:1.tmp.mp4``) is a file and not a protocol (``take:``)."""
+    return os.path.abspath(os.fspath(path))
+
+
+def frame_rotation(frame) -> int:
+    """Counter-clockwise degrees (0, 90, 180, 270) a decoded frame must be turned to display
+    upright: phone videos store portrait footage sideways with a display matrix."""
+    degrees = getattr(frame, "rotation", 0) or 0
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """(H, W, 3) → the image turned ``rotation`` degrees counter-clockwise (contiguous)."""
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
 def _short(exc: Exception) -> str:
@@ -134,6 +159,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
                         else (container.duration or 0) / 1_000_000)
             frames = int(round(duration * fps))
         width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+        if _first_frame_rotation(container, stream) in (90, 270):
+            width, height = height, width
         return VideoInfo(str(path), fps, frames, width, height, bool(container.streams.audio))
     finally:
         container.close()
@@ -141,13 +168,16 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 # -- decoding ---------------------------------------------------------------------------------
 
-def iter_frames(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[np.ndarray]:
+def iter_frames(path: str | os.PathLike, max_frames: int | None = None,
+                report: dict | None = None) -> Iterator[np.ndarray]:
     """Yield the frames of a video file, a folder of frames or a single image, as
-    (H, W, 3) uint8 RGB. At most ``max_frames`` frames when given.
+    (H, W, 3) uint8 RGB, upright (a video's rotation metadata is applied). At most
+    ``max_frames`` frames when given.
 
     Raises TalkingHeadError for a missing, unreadable or empty input, and when a video
-    decodes to zero frames. A video that is truncated part-way yields the frames before the
-    damage (FFmpeg skips what it cannot decode), like any player would.
+    decodes to zero frames. Damaged packets in a video are skipped and decoding goes on; how
+    many frames were lost is logged as a warning and, when ``report`` (a dict) is given,
+    stored in ``report["lost"]`` once the video has been read to its end.
     """
     path = Path(path)
     limit = max_frames if max_frames is not None else float("inf")
@@ -166,31 +196,64 @@ def iter_frames(path: str | os.PathLike, max_frames: int | None = None) -> Itera
         if limit >= 1:
             yield read_image(path)
         return
-    yield from _decode_video(path, limit)
+    yield from _decode_video(path, limit, report)
 
 
-def _decode_video(path: Path, limit: float) -> Iterator[np.ndarray]:
+def _first_frame_rotation(container, stream) -> int:
+    """Rotation of the first decodable frame (the display matrix is per stream)."""
+    import av
+
+    try:
+        for frame in container.decode(stream):
+            return frame_rotation(frame)
+    except (av.FFmpegError, OSError, ValueError):
+        pass
+    return 0
+
+
+def _decode_video(path: Path, limit: float, report: dict | None = None) -> Iterator[np.ndarray]:
+    """Decode packet by packet: a damaged packet costs its own frame(s), not the rest of the
+    video (decoding the stream as one stops at the first error). Frames are turned upright
+    (display matrix). Lost frames are counted in ``report["lost"]`` and logged."""
     import av
 
     container = _open_container(path)
-    count = 0
+    count = errors = 0
+    first_error = ""
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threads: ~2x faster decode on 2 cores
-        try:
-            for frame in container.decode(stream):
+        expected = int(stream.frames or 0)
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                errors += 1
+                first_error = first_error or _short(exc)
+                continue
+            for frame in frames:
                 if count >= limit:
                     break
-                yield frame.to_ndarray(format="rgb24")
+                yield upright(frame.to_ndarray(format="rgb24"), frame_rotation(frame))
                 count += 1
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            # A damaged tail after good frames is tolerated; nothing decodable is not.
-            if count == 0:
-                raise TalkingHeadError(f"{path}: not a readable video ({_short(exc)})") from None
+            if count >= limit:
+                break
+    except (av.FFmpegError, OSError, ValueError) as exc:  # the container itself is damaged
+        errors += 1
+        first_error = first_error or _short(exc)
     finally:
         container.close()
     if count == 0 and limit > 0:
-        raise TalkingHeadError(f"{path}: not a readable video (no frame could be decoded)")
+        detail = first_error or "no frame could be decoded"
+        raise TalkingHeadError(f"{path}: not a readable video ({detail})")
+    if count < limit:  # read to the end: compare with what the container announced
+        lost = max(errors, expected - count) if expected else errors
+        if report is not None:
+            report["lost"] = lost
+            report["decoded"] = count
+        if lost:
+            log.warning("%s: %d damaged frame(s) could not be decoded and were skipped (%d decoded)",
+                        path, lost, count)
 
 
 def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
@@ -232,7 +295,7 @@ def write_video(
     written = 0
     try:
         with atomic_path(path, suffix=".mp4") as tmp:
-            out = av.open(str(tmp), mode="w", format="mp4")
+            out = av.open(ffmpeg_path(tmp), mode="w", format="mp4")
             try:
                 # Every stream must exist before the first packet is muxed (the header is written then).
                 vstream = out.add_stream("libx264", rate=rate)
@@ -259,10 +322,26 @@ def write_video(
                     audio.finish(duration=written / float(rate))
             finally:
                 out.close()
+            _check_written(tmp, path, written)
     finally:
         if audio_source is not None:
             audio_source.close()
     return written
+
+
+def _check_written(tmp: Path, target: Path, frames: int) -> None:
+    """FFmpeg can lose a write error (a full disk) on the way out; reopen the file before it is
+    renamed into place, so a truncated video is never left where the output should be."""
+    import av
+
+    try:
+        with av.open(ffmpeg_path(tmp)) as check:
+            stored = int(check.streams.video[0].frames or 0) if check.streams.video else 0
+    except (av.FFmpegError, OSError, ValueError, IndexError):
+        stored = -1
+    if stored != frames:
+        raise TalkingHeadError(f"{target}: writing the video failed ({frames} frames encoded, "
+                               f"{max(stored, 0)} in the file; is the disk full?)")
 
 
 def _as_rgb(image) -> np.ndarray:
@@ -284,7 +363,7 @@ def _open_audio_source(audio_from):
     if not audio_path.is_file():
         return None  # frame folders / images have no audio: nothing to copy
     try:
-        container = av.open(str(audio_path))
+        container = av.open(ffmpeg_path(audio_path))
     except (av.FFmpegError, OSError, ValueError):
         return None
     if not container.streams.audio:

@@ -104,7 +104,7 @@ class Avatar:
     # -- construction ----------------------------------------------------------------------------
     @classmethod
     def from_images(cls, images: Sequence[str | os.PathLike | np.ndarray] | str | os.PathLike,
-                    checkpoint: str | os.PathLike | Checkpoint, shots: int | None = None,
+                    checkpoint: str | os.PathLike | Checkpoint | None = None, shots: int | None = None,
                     finetune_steps: int | None = None, device: str | None = None,
                     progress: bool = True, seed: int = 0, detector=None,
                     overrides: Sequence[str] = ()) -> "Avatar":
@@ -114,10 +114,12 @@ class Avatar:
         single video or folder path, ``shots`` frames are taken evenly spaced from it.
         ``finetune_steps=0`` gives the paper's FF avatar; ``None`` uses the preset's default.
         ``overrides`` change the model's fine-tuning settings for this avatar (see :meth:`from_crops`).
+        ``checkpoint=None`` uses the bundled model, as the CLI does.
         """
+        from talkinghead.infer.bundled import resolve_checkpoint
         from talkinghead.infer.faces import crops_from_sources
 
-        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))
         if overrides:  # checked before the (slower) face detection
             ckpt = _with_overrides(ckpt, overrides)
         faces = crops_from_sources(images, ckpt.config.model.image_size, shots=shots,

@@ -51,8 +51,14 @@ def track_from_video(path: str | os.PathLike, detector=None, progress: bool = Tr
 
     path = Path(path)
     info = probe_video(path)
-    landmarks, valid, _stats = track_landmarks(iter_frames(path), detector or get_detector("dlib"),
-                                               progress=progress)
+    detector = detector or get_detector("dlib")
+    # Where HOG cannot re-find a face after losing the track, dlib's CNN detector tries once.
+    fallback = get_detector("dlib-cnn") if getattr(detector, "name", "") == "dlib" else None
+    landmarks, valid, stats = track_landmarks(iter_frames(path), detector, progress=progress,
+                                              total=info.frames or None, fallback=fallback)
+    if stats.get("fallback_found"):
+        log.info("%s: dlib's CNN detector re-found the face %d time(s) where HOG found none",
+                 path, stats["fallback_found"])
     if not np.asarray(valid).any():
         raise TalkingHeadError(f"{path}: no face found in any frame of the driving video")
     filled, lost = hold_lost_frames(np.where(np.asarray(valid)[:, None, None], landmarks, np.nan))
@@ -118,12 +124,16 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
     """
     from talkinghead.data.video import iter_frames, write_video
 
+    if paste and (avatar.source_image is None or avatar.source_box is None):
+        raise TalkingHeadError("--paste-back needs an avatar made from images (it has no source image)")
+    if batch_size < 1:
+        raise TalkingHeadError(f"batch size {batch_size}: must be at least 1")
+    if fps is not None and not (0 < fps <= 240):
+        raise TalkingHeadError(f"fps {fps:g}: must be in (0, 240]")
     if smooth:
         track = smoothed(track)
     adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode=mode, reference=reference)
     rendered = avatar.animate(adapted, batch_size=batch_size, progress=progress)
-    if paste and (avatar.source_image is None or avatar.source_box is None):
-        raise TalkingHeadError("--paste-back needs an avatar made from images (it has no source image)")
 
     def frames():
         drivers = iter_frames(track.video) if (side_by_side and track.video is not None) else None

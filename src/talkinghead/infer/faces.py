@@ -31,15 +31,47 @@ class FaceCrops:
     notes: list[str] = field(default_factory=list)
 
 
+class EvenSample:
+    """Keep ``count`` evenly spaced items of a stream of unknown length in O(count) memory.
+
+    Items are kept at a stride that doubles whenever more than ``2 * count`` are held (every
+    other one is dropped), so at the end the kept ones are evenly spaced over the whole
+    stream; :meth:`picks` then takes ``count`` of them, spread from first to last.
+    """
+
+    def __init__(self, count: int):
+        self.count = max(1, int(count))
+        self.stride = 1
+        self.kept: list[tuple[int, object]] = []  # (index in the stream, item)
+        self.seen = 0
+
+    def add(self, item) -> None:
+        if self.seen % self.stride == 0:
+            self.kept.append((self.seen, item))
+            if len(self.kept) > 2 * self.count:
+                self.kept = self.kept[::2]
+                self.stride *= 2
+        self.seen += 1
+
+    def picks(self) -> list[tuple[int, object]]:
+        if len(self.kept) <= self.count:
+            return list(self.kept)
+        idx = np.linspace(0, len(self.kept) - 1, self.count).round().astype(int)
+        return [self.kept[i] for i in idx]
+
+
 def _expand_sources(sources, shots: int | None) -> list[tuple[str, np.ndarray]]:
-    """(label, image) pairs from image paths/arrays, or ``shots`` frames of one video/folder."""
+    """(label, image) pairs from image paths/arrays, or ``shots`` frames of one video/folder.
+
+    A video is streamed: only about 2 × ``shots`` frames are held at any time, whatever its
+    length (a few minutes of 1080p would not fit in memory)."""
     if isinstance(sources, (str, os.PathLike)):
         path = Path(sources)
         if path.is_dir() or path.suffix.lower() in VIDEO_EXTENSIONS:
-            frames = list(iter_frames(path))
-            count = min(len(frames), shots or 8)
-            picks = np.linspace(0, len(frames) - 1, count).round().astype(int)
-            return [(f"{path}#{i}", frames[i]) for i in picks]
+            sample = EvenSample(shots or 8)
+            for frame in iter_frames(path):
+                sample.add(frame)
+            return [(f"{path}#{i}", frame) for i, frame in sample.picks()]
         sources = [sources]
     out = []
     for i, src in enumerate(sources):
@@ -52,11 +84,37 @@ def _expand_sources(sources, shots: int | None) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def _is_hog(detector) -> bool:
+    return getattr(detector, "name", "") == "dlib"
+
+
+def detect_with_fallback(image: np.ndarray, detector, label: str, notes: list[str]):
+    """:func:`detect_largest_face` with ``detector``; where dlib's HOG finds nothing, dlib's CNN
+    (MMOD) detector tries too: it finds faces HOG misses (expressive faces, glasses, big hair,
+    tilted heads) at ~1 s an image on a CPU, which one source image can afford. Says which
+    detector found the face. Raises NoFaceError when neither does."""
+    try:
+        return detect_largest_face(image, detector)
+    except NoFaceError:
+        if not _is_hog(detector):
+            raise
+    found = detect_largest_face(image, get_detector("dlib-cnn"))
+    notes.append(f"{label}: face found by dlib's CNN detector (HOG found none)")
+    log.info("%s: face found by dlib's CNN detector (HOG found none)", label)
+    return found
+
+
+#: A face narrower than this fraction of the model's crop size gets a low-resolution warning.
+LOW_RESOLUTION_FRACTION = 0.5
+
+
 def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str | os.PathLike, size: int,
                        shots: int | None = None, detector=None, progress: bool = True) -> FaceCrops:
     """Detect the largest face in each source and crop it to ``size``×``size``.
 
-    Sources without a face are skipped with a warning; if none has a face, NoFaceError.
+    dlib's HOG detector first, its CNN detector where HOG finds nothing. Sources without a
+    face are skipped with a warning; if none has a face, NoFaceError. A face much smaller than
+    ``size`` (it will be enlarged, hence blurry) is warned about.
     """
     detector = detector or get_detector("dlib")
     items = _expand_sources(sources, shots)
@@ -66,20 +124,29 @@ def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str |
     first_image = first_box = None
     for label, image in tqdm(items, desc="detecting faces", unit="image", disable=not progress or len(items) < 4):
         try:
-            points, _box, n_faces = detect_largest_face(image, detector)
+            points, _box, n_faces = detect_with_fallback(image, detector, label, notes)
         except NoFaceError:
-            notes.append(f"{label}: no face found, skipped")
-            log.warning("%s: no face found, skipped", label)
+            small = f" (the image is only {image.shape[1]}×{image.shape[0]} px)" if min(image.shape[:2]) < 96 else ""
+            notes.append(f"{label}: no face found{small}, skipped")
+            log.warning("%s: no face found%s, skipped", label, small)
             continue
         if n_faces > 1:
             notes.append(f"{label}: {n_faces} faces, picked the largest")
             log.warning("%s: %d faces found, picked the largest", label, n_faces)
         box = square_box_from_landmarks(points)
+        side = float(box[2])
+        if side < LOW_RESOLUTION_FRACTION * size:
+            note = (f"{label}: low resolution: the face crop is {side:.0f} px and the model renders {size} px, "
+                    "so it is enlarged and the avatar will be blurry; use a larger photo")
+            notes.append(note)
+            log.warning("%s", note)
         crops.append(crop_square(image, box, size))
         landmarks.append(landmarks_to_crop(points, box, size))
         if first_image is None:
             first_image, first_box = image, np.asarray(box, np.float32)
     if not crops:
         names = ", ".join(label for label, _ in items[:3])
-        raise NoFaceError(f"{names}{' …' if len(items) > 3 else ''}: no face found")
+        tiny = min(min(image.shape[:2]) for _, image in items)
+        hint = f" (smallest image {tiny} px: too small to detect a face)" if tiny < 96 else ""
+        raise NoFaceError(f"{names}{' …' if len(items) > 3 else ''}: no face found{hint}")
     return FaceCrops(np.stack(crops), np.stack(landmarks).astype(np.float32), first_image, first_box, notes)

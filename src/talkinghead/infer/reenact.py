@@ -106,6 +106,11 @@ def adapt_landmarks(
         ref_index = int(np.flatnonzero(valid)[0])
     else:
         ref_index = int(reference)
+        if not 0 <= ref_index < len(driving):
+            from talkinghead.errors import TalkingHeadError
+
+            raise TalkingHeadError(f"reference frame {ref_index}: the driving track has {len(driving)} frames "
+                                   f"(0 to {len(driving) - 1})")
     ref_driver = driving[ref_index]
     m = similarity_transform(ref_driver[STABLE_POINTS], avatar[STABLE_POINTS])
     if mode == "absolute":
