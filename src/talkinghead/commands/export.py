@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from talkinghead.train.checkpoint import export_checkpoint, load_checkpoint
+    from talkinghead.checkpoint import export_checkpoint, load_checkpoint
 
     path = export_checkpoint(args.checkpoint, args.output, half=not args.fp32, overrides=args.set)
     ckpt = load_checkpoint(path)

@@ -140,7 +140,7 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
                    out_dir: str | os.PathLike, settings: EvalSettings, progress: bool = True) -> dict:
     """Evaluate a meta checkpoint on the given identities; write per-video JSON, report and grid."""
     from talkinghead.eval.report import describe_checkpoint, write_report
-    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.checkpoint import load_checkpoint
     from talkinghead.train.steps import build_content_loss
 
     out = ensure_writable_dir(out_dir)

@@ -57,7 +57,7 @@ def markdown_table(table: list[dict]) -> str:
 def describe_checkpoint(checkpoint) -> str:
     """File name, step and SHA-256 prefix of a loaded :class:`Checkpoint`, for the report's
     ``Checkpoint:`` line: names the exact model without this machine's paths."""
-    from talkinghead.train.checkpoint import file_sha256
+    from talkinghead.checkpoint import file_sha256
 
     return f"`{checkpoint.path.name}` (step {checkpoint.step}, SHA-256 {file_sha256(checkpoint.path)[:12]})"
 
