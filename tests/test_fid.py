@@ -114,3 +114,33 @@ def test_fid_uses_a_local_weight_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TALKINGHEAD_INCEPTION", str(tmp_path / "missing.pth"))
     ok, reason = fid_available()
     assert not ok and "missing.pth does not exist" in reason
+
+
+def test_report_has_an_fid_column_only_where_computed(tmp_path):
+    """Evaluation wiring: features saved per (video, K) give FID per (K, method); rows whose
+    features are missing make the report say so instead of a partial FID."""
+    from pathlib import Path
+
+    from talkinghead.eval.fid import FIDFeatures
+    from talkinghead.eval.report import write_report
+
+    rng = np.random.default_rng(0)
+    metrics = {m: {"ssim": [0.5] * 3, "psnr": [20.0] * 3, "csim": [0.8] * 3, "nme": [0.1] * 3,
+                   "face_found": [1.0] * 3} for m in ("nearest source", "FF", "FT")}
+    rows = [{"video": f"person{i}/v", "identity": f"person{i}", "shots": 1, "ft_steps": 5, "targets": [0, 1, 2],
+             "metrics": metrics} for i in range(2)]
+    features = FIDFeatures(tmp_path, model=None, weights=Path("pt_inception-2015-12-05-6726825d.pth"))
+    np.savez(tmp_path / "person0__v__K1.fid.npz", real=rng.normal(size=(3, 8)),
+             **{m: rng.normal(size=(3, 8)) + 1 for m in ("nearest source", "FF", "FT")})
+    scores, note = features.scores(rows)
+    assert scores == {} and "1 of 2 (video, K) pairs" in note
+    np.savez(tmp_path / "person1__v__K1.fid.npz", real=rng.normal(size=(3, 8)),
+             **{m: rng.normal(size=(3, 8)) + 1 for m in ("nearest source", "FF", "FT")})
+    scores, note = features.scores(rows)
+    assert set(scores) == {(1, "nearest source"), (1, "FF"), (1, "FT")} and all(v > 0 for v in scores.values())
+    write_report(rows, [], tmp_path, checkpoint="`x`", failures=[], fid=scores, fid_note=note)
+    report = (tmp_path / "report.md").read_text()
+    assert "FID ↓" in report and f"{scores[(1, 'FF')]:.1f}" in report and "6 frames each" in report
+    assert "fid" in (tmp_path / "results.csv").read_text().splitlines()[0]
+    write_report(rows, [], tmp_path, checkpoint="`x`", failures=[], fid=None, fid_note="FID: unavailable (test)")
+    assert "FID ↓" not in (tmp_path / "report.md").read_text()

@@ -131,3 +131,61 @@ def compute_fid(real_images: np.ndarray, fake_images: np.ndarray, batch_size: in
     if model is None:
         return None
     return fid_from_features(inception_features(real, model, batch_size), inception_features(fake, model, batch_size))
+
+
+class FIDFeatures:
+    """Inception features of every evaluated (video, K): the real targets and each method's
+    frames, saved as ``FOLDER/NAME.fid.npz`` beside the per-video results, so that a resumed
+    evaluation's FID still covers every video. :meth:`scores` gives FID per (K, method)."""
+
+    def __init__(self, folder: Path, model, weights: Path):
+        self.folder, self.model, self.weights = Path(folder), model, weights
+
+    @classmethod
+    def create(cls, folder) -> "FIDFeatures | None":
+        """None when no Inception weights are on disk (the report then says why)."""
+        import torch
+
+        from talkinghead.eval.inception import load_inception
+
+        path, _ = find_inception_weights()
+        if path is None:
+            return None
+        return cls(folder, load_inception(path).to("cuda" if torch.cuda.is_available() else "cpu"), path)
+
+    def collector(self, name: str):
+        """A callback ``(outputs {method: (T, H, W, 3)}, real (T, H, W, 3)) -> None`` for one (video, K)."""
+        def collect(outputs: dict[str, np.ndarray], real: np.ndarray) -> None:
+            from talkinghead.fileio import atomic_path
+
+            arrays = {"real": inception_features(real, self.model)}
+            arrays.update({m: inception_features(frames, self.model) for m, frames in outputs.items()})
+            with atomic_path(self.folder / f"{name}.fid.npz") as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        return collect
+
+    def scores(self, rows: list[dict]) -> tuple[dict[tuple[int, str], float], str]:
+        """FID per (K, method) over all ``rows`` (per-video results), and the report's note."""
+        # The per-video file name of run_evaluation: identity/video → identity__video, plus K.
+        names = {(r["video"].replace("/", "__") + f"__K{r['shots']}", r["shots"]) for r in rows}
+        missing = [n for n, _ in names if not (self.folder / f"{n}.fid.npz").is_file()]
+        if missing:
+            return {}, (f"FID: not computed: {len(missing)} of {len(names)} (video, K) pairs were evaluated "
+                        f"without Inception features (e.g. {missing[0]}); delete their per_video results to redo them")
+        features: dict[tuple[int, str], list[np.ndarray]] = {}
+        for name, k in sorted(names):
+            with np.load(self.folder / f"{name}.fid.npz") as data:
+                for method in data.files:
+                    features.setdefault((k, method), []).append(data[method])
+        scores, counts = {}, set()
+        for (k, method), parts in features.items():
+            if method == "real":
+                continue
+            real, fake = np.concatenate(features[(k, "real")]), np.concatenate(parts)
+            if len(real) >= 2 and len(fake) >= 2:
+                scores[(k, method)] = fid_from_features(real, fake)
+                counts.add(len(fake))
+        note = (f"FID: Inception-v3 pool3 features (`{self.weights.name}`) of all generated vs all real target "
+                f"frames per row ({', '.join(str(c) for c in sorted(counts))} frames each); with so few "
+                "frames FID is biased upwards: compare rows, not papers.")
+        return scores, note

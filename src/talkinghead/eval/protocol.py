@@ -110,8 +110,9 @@ class Scorer:
 
 
 def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Scorer, size: int,
-                   shots: int, content_loss=None) -> tuple[dict, dict[str, np.ndarray]]:
-    """All methods for one video and one K. Returns (results, example images)."""
+                   shots: int, content_loss=None, collect=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """All methods for one video and one K. Returns (results, example images).
+    ``collect(outputs, real)``, if given, receives every method's frames and the real targets."""
     from talkinghead.infer.avatar import Avatar
 
     picks = select_frames(len(video.frames), shots, settings.targets)
@@ -128,6 +129,8 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
         outputs[method] = avatar.animate(target.landmarks, progress=False)
         if method == "FT":
             ft_steps = avatar.finetune_steps
+    if collect is not None:
+        collect(outputs, target.crops)
     results = {"video": video.key, "identity": video.identity, "shots": shots, "ft_steps": ft_steps,
                "targets": [int(i) for i in target_idx],
                "metrics": {m: scorer.score(outputs[m], target.crops, target.landmarks) for m in METHODS}}
@@ -139,8 +142,9 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
 def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, identities: list[str],
                    out_dir: str | os.PathLike, settings: EvalSettings, progress: bool = True) -> dict:
     """Evaluate a meta checkpoint on the given identities; write per-video JSON, report and grid."""
-    from talkinghead.eval.report import describe_checkpoint, write_report
     from talkinghead.checkpoint import load_checkpoint
+    from talkinghead.eval.fid import FIDFeatures
+    from talkinghead.eval.report import describe_checkpoint, write_report
     from talkinghead.train.steps import build_content_loss
 
     out = ensure_writable_dir(out_dir)
@@ -149,6 +153,7 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     size = ckpt.config.model.image_size
     videos = load_videos(data_root, identities, min_frames=1)
     scorer = Scorer()
+    fid = FIDFeatures.create(per_video)  # None without Inception weights
     content = build_content_loss(ckpt.config.loss, "cuda" if torch.cuda.is_available() else "cpu")
     failures: list[str] = []
     example_dir = ensure_writable_dir(out / "examples")
@@ -160,7 +165,8 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         if path.is_file():
             continue  # resumable: finished (video, K) pairs are not recomputed
         try:
-            results, ex = evaluate_video(video, ckpt, settings, scorer, size, k, content_loss=content)
+            results, ex = evaluate_video(video, ckpt, settings, scorer, size, k, content_loss=content,
+                                         collect=fid.collector(name) if fid else None)
         except TalkingHeadError as exc:
             failures.append(str(exc))
             log.warning("skipped: %s", exc)
@@ -173,8 +179,9 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     if not rows:
         raise TalkingHeadError(f"{data_root}: no held-out video could be evaluated ({'; '.join(failures[:3])})")
     examples = [np.asarray(Image.open(p)) for p in sorted(example_dir.glob(f"*__K{middle_k}.png"))]
+    fid_scores, fid_note = fid.scores(rows) if fid else (None, None)
     return write_report(rows, examples[: settings.grid_examples], out, checkpoint=describe_checkpoint(ckpt),
-                        failures=failures)
+                        failures=failures, fid=fid_scores, fid_note=fid_note)
 
 
 def save_example_row(path: Path, example: dict[str, np.ndarray]) -> None:
