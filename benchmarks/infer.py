@@ -25,7 +25,7 @@ from talkinghead.config import get_preset
 from talkinghead.data.synthetic import procedural_track, render_synthetic_face
 from talkinghead.infer.avatar import Avatar
 from talkinghead.models import build_models
-from talkinghead.train.checkpoint import save_checkpoint
+from talkinghead.checkpoint import save_checkpoint
 
 
 def random_checkpoint(cfg, folder: Path) -> Path:

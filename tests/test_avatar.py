@@ -11,7 +11,7 @@ import torch
 
 from talkinghead.cli import main
 from talkinghead.config import get_preset
-from talkinghead.data.episodes import FrameDataset
+from talkinghead.data.episodes import _FrameSource, load_videos
 from talkinghead.errors import NoFaceError, TalkingHeadError
 from talkinghead.infer.avatar import Avatar
 from talkinghead.train.meta import train_meta
@@ -24,10 +24,11 @@ def tiny_checkpoint(synthetic_dataset, tmp_path_factory):
 
 
 def _shots(dataset_root, k, video=0):
-    ds = FrameDataset(dataset_root)
-    items = [ds[i] for i in range(len(ds)) if ds[i]["video_index"] == video][:k]
-    crops = np.stack([((it["image"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8) for it in items])
-    landmarks = np.stack([it["landmarks"].numpy() for it in items])
+    frames = load_videos(dataset_root, min_frames=1)[video].frames
+    source = _FrameSource(None, augment=False)
+    items = [source.load_uint8(*frames[j], False, None) for j in range(k)]
+    crops = np.stack([image.permute(1, 2, 0).numpy() for image, _, _ in items])
+    landmarks = np.stack([marks.numpy() for _, _, marks in items])
     return crops, landmarks
 
 
@@ -54,7 +55,7 @@ def test_avatar_round_trip_renders_identical_frames(synthetic_dataset, tiny_chec
 def test_finetuning_lowers_reconstruction_loss(synthetic_dataset, tiny_checkpoint, adversarial):
     import dataclasses
 
-    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tiny_checkpoint)
     ckpt = dataclasses.replace(ckpt, config=ckpt.config.override([f"train.finetune_adversarial={adversarial}"]))
@@ -90,7 +91,7 @@ def test_corrupt_and_mismatched_files(synthetic_dataset, tiny_checkpoint, tmp_pa
         Avatar.load(path, checkpoint=other)
     # a checkpoint of another preset does not fit
     from talkinghead.models import build_models
-    from talkinghead.train.checkpoint import load_checkpoint, load_networks
+    from talkinghead.checkpoint import load_checkpoint, load_networks
 
     _, g_small, _ = build_models(get_preset("small").model, 1)
     with pytest.raises(TalkingHeadError, match="do not fit"):
@@ -165,7 +166,7 @@ def test_animate_cli_bad_inputs(tmp_path, tiny_checkpoint, capsys):
 
 
 def test_exported_checkpoint_is_small_and_makes_the_same_avatar(synthetic_dataset, tiny_checkpoint, tmp_path):
-    from talkinghead.train.checkpoint import export_checkpoint, load_checkpoint
+    from talkinghead.checkpoint import export_checkpoint, load_checkpoint
 
     shipped = export_checkpoint(tiny_checkpoint, tmp_path / "shipped.safetensors")
     ckpt = load_checkpoint(shipped)
@@ -180,7 +181,7 @@ def test_exported_checkpoint_is_small_and_makes_the_same_avatar(synthetic_datase
 
 
 def test_export_cli_sets_finetuning_defaults(tiny_checkpoint, tmp_path, capsys):
-    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.checkpoint import load_checkpoint
 
     out = tmp_path / "model.safetensors"
     rc = main(["export", str(tiny_checkpoint), "-o", str(out), "--set", "train.finetune_steps=7",
@@ -276,7 +277,7 @@ def test_jaw_drop_opens_the_mouth_and_moves_pixels_with_landmarks():
 def test_finetuning_with_jaw_drop_and_warp_runs_on_one_shot(synthetic_dataset, tiny_checkpoint):
     import dataclasses
 
-    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tiny_checkpoint)
     ckpt = dataclasses.replace(ckpt, config=ckpt.config.override(["train.finetune_jaw_drop=1.0"]))

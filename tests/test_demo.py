@@ -15,7 +15,7 @@ from talkinghead.infer.bundled import BUNDLED_CHECKPOINT
 
 @pytest.fixture(scope="module")
 def bundled():
-    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.checkpoint import load_checkpoint
 
     if not BUNDLED_CHECKPOINT.is_file():
         pytest.fail(f"the bundled model is missing: {BUNDLED_CHECKPOINT}")

@@ -75,9 +75,20 @@ def test_paper_preset_single_forward():
     assert e.shape == (1, 1, 512)
     assert fake.shape == (1, 3, 256, 256)
     assert scores.shape == (1,) and len(feats) == 7 and feats[-1].shape == (1, 512, 4, 4)
-    # Self-attention at 64 and 32 in E/D's trunk and in both halves of G (paper).
-    assert sum(isinstance(m, SelfAttention) for m in E.modules()) == 2
-    assert sum(isinstance(m, SelfAttention) for m in G.modules()) == 4
+    # Paper: self-attention at 32×32 in the downsampling parts (E, D, G's encoder) and at
+    # 64×64 in G's decoder; the extra same-size residual block in D, not in E; P spectral-normed.
+    from torch.nn.utils import parametrize
+
+    from talkinghead.models.blocks import ResBlock
+
+    for net in (E, D):  # 256 → 128, 64, 32: the third block's output is 32×32
+        assert [i for i, st in enumerate(net.trunk.stages)
+                if any(isinstance(m, SelfAttention) for m in st.modules())] == [2]
+    assert not any(isinstance(m, ResBlock) for m in E.modules())
+    assert isinstance(D.trunk.stages[-1], ResBlock)
+    assert [i for i, d in enumerate(G.down) if any(isinstance(m, SelfAttention) for m in d.modules())] == [2]
+    assert list(G.up_attention) == ["1"]  # 16 → 32 → 64: the second upsampling block is 64×64
+    assert parametrize.is_parametrized(G.projection, "weight")
 
 
 def test_psi_drives_generator():
@@ -168,11 +179,30 @@ def test_gradients_reach_embedder_through_projection():
     fake = G(sketches[:, 0], G.psi_from_embedding(E(frames, sketches).mean(1)))
     scores, _ = D(fake, sketches[:, 0], video_index=torch.tensor([0, 1]))
     (fake.abs().mean() - scores.mean()).backward()
+    # W's gradient is sparse: only the rows of the videos in the batch, never a dense
+    # (videos × N) tensor (at VoxCeleb2 scale W is larger than E, G and D together).
+    assert D.W.grad.is_sparse and set(D.W.grad.coalesce().indices()[0].tolist()) == {0, 1}
     for net in (E, G, D):
-        grads = [p.grad for p in net.parameters() if p.requires_grad]
+        grads = [p.grad.to_dense() if p.grad is not None and p.grad.is_sparse else p.grad
+                 for p in net.parameters() if p.requires_grad]
         assert all(g is not None and torch.isfinite(g).all() for g in grads if g is not None)
         assert any(g is not None and g.abs().sum() > 0 for g in grads)
     assert G.projection.weight.grad.abs().sum() > 0
+
+
+def test_spectral_norm_sigma_is_fp32_under_autocast():
+    """The power iteration and σ run in fp32 even inside autocast: the normalised weight is the
+    one computed without autocast (torch's own version runs them in bf16 on CUDA)."""
+    from talkinghead.models.blocks import sn
+
+    torch.manual_seed(0)
+    layer = sn(torch.nn.Linear(256, 128), True).eval()  # eval: no power-iteration update
+    plain = layer.weight.detach().clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = layer.weight.detach()
+    assert inside.dtype == torch.float32 and torch.equal(inside, plain)
+    sigma = torch.linalg.matrix_norm(plain, ord=2)
+    assert abs(float(sigma) - 1.0) < 0.05  # after enough iterations σ(W/σ̂) ≈ 1
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

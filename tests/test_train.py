@@ -10,7 +10,7 @@ import torch
 
 from talkinghead.config import get_preset
 from talkinghead.errors import TalkingHeadError
-from talkinghead.train.checkpoint import load_checkpoint
+from talkinghead.checkpoint import load_checkpoint
 from talkinghead.train.meta import train_meta
 
 
@@ -139,12 +139,15 @@ def test_embedding_match_moves_W_towards_e_hat_and_E_only_if_asked(synthetic_dat
     E, G, D = build_models(cfg.model, num_videos=3)
     data = EpisodeDataset(synthetic_dataset, shots=2, size=cfg.model.image_size, seed=0)
     batch = default_collate([data[i] for i in range(2)])
-    opt_g = torch.optim.Adam(list(E.parameters()) + list(G.parameters()), lr=1e-3, betas=(0.0, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.999))
+    from talkinghead.train.trainer import OptimizerPair, build_optimizers
+
+    cfg = cfg.override(["train.lr_generator=1e-3", "train.lr_discriminator=1e-3", "train.lr_embedding_rows=1e-3"])
+    opts = build_optimizers(E, G, D, cfg, torch.device("cpu"))
+    opt_g, opt_d = opts["g"], OptimizerPair(opts["d"], opts["w"])
     e_before = {k: v.clone() for k, v in E.state_dict().items()}
     rows = batch["video_index"]
     with torch.no_grad():
-        e_hat = E(batch["frames"], batch["sketches"]).mean(dim=1)
+        e_hat = E(batch["frames"].float() / 127.5 - 1, batch["sketches"].float() / 127.5 - 1).mean(dim=1)
     gap_before = (D.W[rows] - e_hat).abs().mean().item()
     meta_step(batch, E, RenderFromEmbedding(G), D, D, opt_g, opt_d,
               build_content_loss(cfg.loss, torch.device("cpu")), cfg, torch.device("cpu"))
@@ -158,7 +161,7 @@ def test_init_from_takes_chosen_networks_with_fresh_optimisers(synthetic_dataset
     from talkinghead.cli import main
 
     first = train_meta(synthetic_dataset, tmp_path / "a", _config(2, 2), progress=False)
-    frozen = _config(1, 1).override(["train.lr_generator=0", "train.lr_discriminator=0"])
+    frozen = _config(1, 1).override(["train.lr_generator=0", "train.lr_discriminator=0", "train.lr_embedding_rows=0"])
     second = train_meta(synthetic_dataset, tmp_path / "b", frozen, init_from=first, init_networks=("G", "D"),
                         progress=False)
     a, b = load_checkpoint(first), load_checkpoint(second)
@@ -171,3 +174,126 @@ def test_init_from_takes_chosen_networks_with_fresh_optimisers(synthetic_dataset
     rc = main(["train", str(synthetic_dataset), "--out", str(tmp_path / "a"), "--resume",
                "--init-from", str(first), "--no-progress"])
     assert rc == 2
+
+
+def _no_power_iteration(tensors):
+    """Weights only: spectral norm's _u/_v buffers move in every training forward, even at lr 0."""
+    return {k: v for k, v in tensors.items() if not k.endswith(("._u", "._v")) and not k.startswith(("optim", "rng"))}
+
+
+def test_resume_trains_at_the_new_learning_rate(synthetic_dataset, tmp_path):
+    """The checkpoint's optimiser state holds the old rates; a resume with new ones must use
+    them (the NaN message's advice is to lower them and resume)."""
+    first = train_meta(synthetic_dataset, tmp_path / "run", _config(2, 2), progress=False)
+    frozen = _config(3, 3).override(["train.lr_generator=0", "train.lr_discriminator=0", "train.lr_embedding_rows=0"])
+    resumed = train_meta(synthetic_dataset, tmp_path / "run", frozen, resume=True, progress=False)
+    a, b = _no_power_iteration(load_checkpoint(first).tensors), _no_power_iteration(load_checkpoint(resumed).tensors)
+    assert load_checkpoint(resumed).step == 3
+    moved = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not moved, f"trained at the checkpoint's old rate: {moved[:3]}"
+    assert '"lr": 0' in load_checkpoint(resumed).meta["optim.g"]
+
+
+def test_disc_steps_zero_trains_e_and_g_only(synthetic_dataset, tmp_path):
+    path = train_meta(synthetic_dataset, tmp_path / "run", _config(2, 2).override(["train.disc_steps=0"]),
+                      progress=False)
+    ckpt = load_checkpoint(path)
+    assert ckpt.step == 2 and not any(k.startswith("optim.d.") for k in ckpt.tensors)
+
+
+def test_fresh_disc_batches_consume_more_episodes_and_resume_exactly(synthetic_dataset, tmp_path):
+    cfg = _config(4, 2).override(["train.disc_fresh_batches=true"])
+    straight = train_meta(synthetic_dataset, tmp_path / "a", cfg, progress=False)
+    train_meta(synthetic_dataset, tmp_path / "b", cfg.override(["train.steps=2"]), progress=False)
+    resumed = train_meta(synthetic_dataset, tmp_path / "b", cfg, resume=True, progress=False)
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_is_refused_without_resume_or_overwrite(synthetic_dataset, tmp_path, capsys):
+    from talkinghead.cli import main
+
+    args = ["train", str(synthetic_dataset), "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress",
+            "--set", "train.steps=2", "train.checkpoint_every=1", "train.keep_checkpoints=5"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args[:-1] + ["train.steps=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "already holds a training run" in err and "--overwrite" in err
+    assert main(args[:-1] + ["train.steps=1", "--overwrite"]) == 0
+    left = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert left == ["step_0000001.safetensors"]  # the old run's step 2 is gone, the new step 1 kept
+    assert load_checkpoint(tmp_path / "run" / "latest.safetensors").step == 1
+
+
+def test_missing_vgg19_fails_fast_unless_allowed(synthetic_dataset, tmp_path, monkeypatch, capsys):
+    """The paper preset requires VGG19: no silent pixel-L1 stand-in."""
+    import talkinghead.train.steps as steps
+    from talkinghead.cli import main
+
+    monkeypatch.setattr(steps, "load_vgg19", lambda: None)
+    args = ["train", str(synthetic_dataset), "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress",
+            "--set", "train.steps=1", "loss.require_vgg19=true"]
+    assert main(args) == 2
+    assert "VGG19 weights not found" in capsys.readouterr().err
+    assert main(args + ["--allow-pixel-loss"]) == 0
+    assert get_preset("paper").loss.require_vgg19 and not get_preset("small").loss.require_vgg19
+
+
+def _rank_env(rank, port):
+    return dict(os.environ, OMP_NUM_THREADS="1", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def _train_cmd(data, out, *extra):
+    return [sys.executable, "-m", "talkinghead.cli", "train", str(data), "--preset", "tiny", "--out", str(out),
+            "--no-progress", *extra]
+
+
+def test_ddp_sigterm_to_one_rank_stops_both_at_the_same_step(synthetic_dataset, tmp_path):
+    """Pre-emption: SIGTERM reaches one rank. The stop flag is agreed across ranks, so both stop
+    after the same step, checkpoint identical weights, exit 143; the run then resumes (with the
+    same world size; a different one is refused)."""
+    import re
+    import signal
+    import time
+
+    out = tmp_path / "ddp"
+    args = ["--steps", "1000", "--set", "train.checkpoint_every=2", "train.batch_size=1", "train.log_every=1000"]
+    port = _free_port()
+    procs = [subprocess.Popen(_train_cmd(synthetic_dataset, out, *args), env=_rank_env(r, port),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    try:
+        deadline = time.time() + 180
+        while not (out / "checkpoints" / "step_0000002.safetensors").exists():
+            assert time.time() < deadline and all(p.poll() is None for p in procs), "training did not start"
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [143, 143], [r[1][-1500:] for r in results]
+    stopped = [re.search(r"stopped \(terminated\) at step (\d+)", err) for _, err in results]
+    assert all(stopped), [err[-500:] for _, err in results]
+    steps = {int(m.group(1)) for m in stopped}
+    assert len(steps) == 1
+    (step,) = steps
+    ckpt = load_checkpoint(out / "latest.safetensors")
+    assert ckpt.step == step and ckpt.extra["world_size"] == 2
+    digests = ckpt.extra["replica_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+
+    # one process cannot continue a 2-process run's exact batch order
+    single = subprocess.run(_train_cmd(synthetic_dataset, out, "--resume", "--steps", str(step + 1)),
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert single.returncode == 2 and "trained by 2 process(es), this run has 1" in single.stderr
+
+    port = _free_port()
+    procs = [subprocess.Popen(_train_cmd(synthetic_dataset, out, "--resume", "--steps", str(step + 2)),
+                              env=_rank_env(r, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    results = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1][-1500:] for r in results]
+    assert load_checkpoint(out / "latest.safetensors").step == step + 2

@@ -35,10 +35,23 @@ class ModelConfig:
     gen_downsamples: int = 4
     #: AdaIN residual blocks at G's bottleneck.
     gen_res_blocks: int = 5
-    #: Spatial sizes at which self-attention sits, in G, E and D (32 and 64 in the paper).
-    attention_sizes: tuple[int, ...] = (64, 32)
+    #: Spatial sizes at which self-attention follows a downsampling block, in E, D and G's
+    #: encoder. Paper: 32×32 only.
+    attention_sizes: tuple[int, ...] = (32,)
+    #: Spatial sizes at which self-attention follows an upsampling block in G's decoder.
+    #: Paper: 64×64 only. (Before this switch existed every network used ``attention_sizes``
+    #: everywhere; checkpoints without it load that way.)
+    decoder_attention_sizes: tuple[int, ...] = (64,)
     #: Downsampling blocks in E and D (image_size / 2**n is their final feature map size).
     disc_downsamples: int = 6
+    #: A same-resolution residual block after E's last downsampling block. Paper: no (it adds
+    #: that block to D only); the ``tiny``/``small`` presets keep it (their bundled model has it).
+    embedder_extra_block: bool = False
+    #: A same-resolution residual block after D's last downsampling block (paper: yes).
+    discriminator_extra_block: bool = True
+    #: E and D end in global sum pooling then ReLU (paper: False). True: ReLU then pooling, the
+    #: order of the ``tiny``/``small`` presets and of the bundled model.
+    relu_before_pool: bool = False
     #: Spectral normalisation in G, E and D, as in the paper.
     spectral_norm: bool = True
     #: Warp-guided G (not in the paper): besides the target sketch, G receives the K shot nearest
@@ -47,6 +60,9 @@ class ModelConfig:
     #: the person's real pixels (sharp, identity-true); G synthesises what it cannot (mouth
     #: interior, disocclusions) and fixes its seams. False: the paper's G, every pixel synthesised.
     warp_guidance: bool = False
+    #: Spectral normalisation on G's projection P (paper: yes, every layer). False: plain
+    #: linear P with small initial entries (``tiny``/``small``, the bundled model).
+    projection_spectral_norm: bool = True
 
     def validate(self) -> None:
         _check_fields(self, "model", minimum={"image_size": 16, "base_channels": 1, "max_channels": 1,
@@ -86,6 +102,10 @@ class LossConfig:
     #: bundled run lost its whole embedder that way (ê ≡ 0, all W rows ≈ 0 by step 4250).
     #: False (default): L_MCH moves only W_i towards ê_i, which is what fine-tuning needs (w' = ê).
     embedding_match_pulls_embedder: bool = False
+    #: Refuse to meta-learn when VGG19 weights are missing (the ``paper`` preset): the pixel
+    #: L1 stand-in would silently make a different model. ``train --allow-pixel-loss`` or
+    #: False: fall back to pixel L1 with one warning.
+    require_vgg19: bool = True
 
     def validate(self) -> None:
         # Every weight is a finite number >= 0 (0 turns a term off).
@@ -102,9 +122,17 @@ class TrainConfig:
     shots: int = 8
     lr_generator: float = 5e-5  # E and G (paper)
     lr_discriminator: float = 2e-4  # D (paper)
+    #: Learning rate of D's per-video rows W (sparse Adam; the paper uses D's rate). A row
+    #: is updated only when its video is drawn (about twice per epoch per D step), so on a
+    #: large data set a higher rate lets W_i reach ê_i, which fine-tuning's w' = ê assumes.
+    lr_embedding_rows: float = 2e-4
     betas: tuple[float, float] = (0.0, 0.999)
-    #: D updates per G update (2 in the paper, following SAGAN).
+    #: D updates per G update (2 in the paper, following SAGAN). 0: G and E only.
     disc_steps: int = 2
+    #: Each D step after the first draws a fresh batch of episodes (their fakes rendered by
+    #: the current E and G without gradients), as in SAGAN's alternating updates. False: every
+    #: D step reuses the G step's (real, fake) batch (cheaper; the ``tiny``/``small`` presets).
+    disc_fresh_batches: bool = True
     steps: int = 100_000
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -112,8 +140,11 @@ class TrainConfig:
     image_every: int = 500
     #: bf16/fp16 autocast on CUDA; ignored on CPU.
     amp: bool = True
+    #: torch.compile E, G (with P) and D.
     compile: bool = False
-    num_workers: int = 2
+    #: DataLoader worker processes per rank; -1: from the CPU cores (cores per local rank − 1,
+    #: at most 12).
+    num_workers: int = -1
     #: Random horizontal flips (landmarks mirrored) and colour gain in meta-learning episodes.
     augment: bool = False
     seed: int = 0
@@ -200,6 +231,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
+        data = _with_legacy_defaults(data)
+
         def build(dc_type, values):
             kwargs = {}
             names = {f.name: f for f in dataclasses.fields(dc_type)}
@@ -252,6 +285,29 @@ class Config:
         self.train.validate()
 
 
+#: Settings added after checkpoints were already written, with the value that reproduces what
+#: those checkpoints were trained with (a config that lacks the key predates it).
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"embedder_extra_block": True, "discriminator_extra_block": True,
+              "relu_before_pool": True, "projection_spectral_norm": False},
+    "loss": {"require_vgg19": False},
+    "train": {"disc_fresh_batches": False},
+}
+
+
+def _with_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill settings missing from an older config with the values that config was trained with."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for section, values in LEGACY_DEFAULTS.items():
+        if isinstance(out.get(section), dict):
+            for key, value in values.items():
+                out[section].setdefault(key, value)
+    model = out.get("model")
+    if isinstance(model, dict) and "attention_sizes" in model:
+        model.setdefault("decoder_attention_sizes", model["attention_sizes"])
+    return out
+
+
 def _parse_like(raw: str, current: Any) -> Any:
     if isinstance(current, bool):
         if raw.lower() in ("1", "true", "yes", "on"):
@@ -270,6 +326,11 @@ def _parse_like(raw: str, current: Any) -> Any:
     return raw
 
 
+#: The architecture choices of the bundled ``small`` model, kept by the ``tiny`` and ``small``
+#: presets; ``paper`` follows the paper (README, "Deviations from the paper").
+_LEGACY_ARCHITECTURE = LEGACY_DEFAULTS["model"]
+
+
 def _tiny() -> Config:
     return Config(
         preset="tiny",
@@ -281,12 +342,15 @@ def _tiny() -> Config:
             gen_downsamples=2,
             gen_res_blocks=2,
             attention_sizes=(16,),
+            decoder_attention_sizes=(16,),
             disc_downsamples=4,
+            **_LEGACY_ARCHITECTURE,
         ),
         # The face-network term costs more than the tiny networks themselves; tests of it
         # live with the face network.
-        loss=LossConfig(face=0.0),
+        loss=LossConfig(face=0.0, require_vgg19=False),
         train=TrainConfig(batch_size=2, shots=2, steps=200, checkpoint_every=50, num_workers=0,
+                          disc_fresh_batches=False,
                           log_every=5, image_every=50, finetune_steps=20, finetune_batch_size=2),
     )
 
@@ -304,9 +368,12 @@ def _small() -> Config:
             gen_downsamples=3,
             gen_res_blocks=3,
             attention_sizes=(32,),
+            decoder_attention_sizes=(32,),
             disc_downsamples=5,
+            **_LEGACY_ARCHITECTURE,
         ),
-        train=TrainConfig(batch_size=4, shots=4, steps=20_000, checkpoint_every=250,
+        loss=LossConfig(require_vgg19=False),
+        train=TrainConfig(batch_size=4, shots=4, steps=20_000, checkpoint_every=250, disc_fresh_batches=False,
                           log_every=10, image_every=250, finetune_steps=60, finetune_batch_size=4),
     )
 

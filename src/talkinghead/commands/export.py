@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from talkinghead.train.checkpoint import export_checkpoint, load_checkpoint
+    from talkinghead.checkpoint import export_checkpoint, load_checkpoint
     from talkinghead.validation import check_input_path, check_output_file
 
     check_input_path(args.checkpoint, "checkpoint")

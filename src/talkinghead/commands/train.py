@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from talkinghead.errors import TalkingHeadError
 from talkinghead.validation import float_in, int_in
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 EXAMPLES = """examples:
   talkinghead train data/ --preset small --out runs/meta
   talkinghead train data/ --out runs/meta --resume                 # continue where it stopped
+  talkinghead train data/ --out runs/meta --resume --set train.lr_generator=2e-5  # new rates apply
   talkinghead train data/ --out runs/v2 --init-from runs/meta/latest.safetensors --init-networks G D
   talkinghead train data/ --preset tiny --set train.steps=500 train.batch_size=4
   torchrun --nproc_per_node=8 -m talkinghead.cli train data/ --preset paper --out runs/paper
@@ -29,6 +31,10 @@ def add_parser(sub) -> None:
                    help="tiny | small | paper (default: small); a resumed or --init-from run keeps its checkpoint's")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from RUN/latest.safetensors, or from the given checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out folder that already holds one (its checkpoints are deleted)")
+    p.add_argument("--allow-pixel-loss", action="store_true",
+                   help="train without VGG19 weights (pixel-L1 stand-in) even where the preset requires them")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start a new run from this checkpoint's weights and settings (fresh optimisers, "
                         "step 0; --set still applies)")
@@ -43,14 +49,15 @@ def add_parser(sub) -> None:
                    help="override any config field, e.g. train.lr_generator=1e-4 model.embed_dim=256")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--max-minutes", type=float_in(0.0, lo_open=True), default=None,
-                   help="stop cleanly (with a checkpoint) after this much wall time")
+                   help="stop cleanly (with a checkpoint) after this much wall time. Ctrl-C and SIGTERM "
+                        "also stop at a step boundary with a checkpoint (exit 130 / 143)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
 def resolve_config(args):
     from talkinghead.config import get_preset
-    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.checkpoint import load_checkpoint
     from talkinghead.train.meta import latest_checkpoint
 
     overrides = list(args.set)
@@ -82,6 +89,7 @@ def resolve_config(args):
 def run(args) -> int:
     from talkinghead.train.meta import train_meta
     from talkinghead.validation import check_device, check_input_path
+    from talkinghead.train.trainer import TrainingStopped
 
     check_input_path(args.dataset, "data set")
     check_device(args.device)
@@ -96,9 +104,15 @@ def run(args) -> int:
         identities = train_identities(load_split(args.split), available)
         if not identities:
             raise TalkingHeadError(f"{args.split}: no training identities left in {args.dataset}")
-    final = train_meta(args.dataset, args.out, config, resume=resume_path, identities=identities,
-                       device=args.device, time_limit_s=args.max_minutes * 60 if args.max_minutes else None,
-                       progress=not args.no_progress, init_from=args.init_from,
-                       init_networks=tuple(args.init_networks))
+    try:
+        final = train_meta(args.dataset, args.out, config, resume=resume_path, identities=identities,
+                           device=args.device, time_limit_s=args.max_minutes * 60 if args.max_minutes else None,
+                           progress=not args.no_progress, init_from=args.init_from,
+                           init_networks=tuple(args.init_networks), overwrite=args.overwrite,
+                           allow_pixel_loss=args.allow_pixel_loss)
+    except TrainingStopped as stopped:
+        print(f"{stopped}", file=sys.stderr)
+        print(f"checkpoint: {stopped.checkpoint}")
+        return stopped.exit_code
     print(f"checkpoint: {final}")
     return 0

@@ -141,7 +141,10 @@ class ClipReader:
 
     @property
     def valid_indices(self) -> np.ndarray:
-        return np.flatnonzero(self.valid)
+        """Frame numbers of the valid frames, ascending (computed once)."""
+        if getattr(self, "_valid_indices", None) is None:
+            self._valid_indices = np.flatnonzero(self.valid)
+        return self._valid_indices
 
     def frame_bytes(self, t: int) -> np.ndarray:
         a, b = int(self.offsets[t]), int(self.offsets[t + 1])

@@ -156,8 +156,9 @@ class Scorer:
 
 
 def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Scorer, size: int,
-                   shots: int, content_loss=None) -> tuple[dict, dict[str, np.ndarray]]:
-    """All methods for one video and one K. Returns (results, example images)."""
+                   shots: int, content_loss=None, collect=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """All methods for one video and one K. Returns (results, example images).
+    ``collect(outputs, real)``, if given, receives every method's frames and the real targets."""
     from talkinghead.infer.avatar import Avatar
 
     picks = select_frames(len(video.frames), shots, settings.targets)
@@ -181,6 +182,8 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
         runs[method] = avatar.animate(run_drive, progress=False)
         if method == "FT":
             ft_steps = avatar.finetune_steps
+    if collect is not None:
+        collect(outputs, target.crops)
     results = {"video": video.key, "identity": video.identity, "shots": shots, "ft_steps": ft_steps,
                "targets": [int(i) for i in target_idx],
                "metrics": {m: scorer.score(outputs[m], target.crops, target.landmarks) for m in METHODS}}
@@ -207,8 +210,9 @@ def result_key(checkpoint_sha256: str, config, settings: EvalSettings, video: Vi
 def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, identities: list[str],
                    out_dir: str | os.PathLike, settings: EvalSettings, progress: bool = True) -> dict:
     """Evaluate a meta checkpoint on the given identities; write per-video JSON, report and grid."""
+    from talkinghead.checkpoint import file_sha256, load_checkpoint
+    from talkinghead.eval.fid import FIDFeatures
     from talkinghead.eval.report import describe_checkpoint, write_report
-    from talkinghead.train.checkpoint import file_sha256, load_checkpoint
     from talkinghead.train.steps import build_content_loss
 
     out = ensure_writable_dir(out_dir)
@@ -218,6 +222,7 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     size = ckpt.config.model.image_size
     videos = load_videos(data_root, identities, min_frames=1)
     scorer = Scorer()
+    fid = FIDFeatures.create(per_video)  # None without Inception weights
     content = build_content_loss(ckpt.config.loss, "cuda" if torch.cuda.is_available() else "cpu")
     failures: list[str] = []
     example_dir = ensure_writable_dir(out / "examples")
@@ -230,7 +235,8 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         if path.is_file() and _cached_key(path) == key:
             continue  # resumable: finished (video, K) pairs with the same inputs are not recomputed
         try:
-            results, ex = evaluate_video(video, ckpt, settings, scorer, size, k, content_loss=content)
+            results, ex = evaluate_video(video, ckpt, settings, scorer, size, k, content_loss=content,
+                                         collect=fid.collector(name) if fid else None)
         except TalkingHeadError as exc:
             failures.append(str(exc))
             log.warning("skipped: %s", exc)
@@ -246,8 +252,10 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     current = {video.key.replace("/", "__") + f"__K{middle_k}.png" for video in videos}
     examples = [np.asarray(Image.open(p)) for p in sorted(example_dir.glob(f"*__K{middle_k}.png"))
                 if p.name in current]
-    return write_report(rows, examples[: settings.grid_examples], out, checkpoint=describe_checkpoint(ckpt, checkpoint_sha),
-                        failures=failures)
+    fid_scores, fid_note = fid.scores(rows) if fid else (None, None)
+    return write_report(rows, examples[: settings.grid_examples], out,
+                        checkpoint=describe_checkpoint(ckpt, checkpoint_sha), failures=failures,
+                        fid=fid_scores, fid_note=fid_note)
 
 
 def _cached_key(path: Path) -> str | None:

@@ -42,8 +42,11 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 
 def markdown_table(table: list[dict]) -> str:
-    head = "| K | method | " + " | ".join(label for _, label in METRICS) + " | videos | targets |"
-    lines = [head, "|---:|---|" + "---:|" * (len(METRICS) + 2)]
+    """One row per (K, method); an FID column only when some row has an FID."""
+    with_fid = any("fid" in e for e in table)
+    head = ("| K | method | " + " | ".join(label for _, label in METRICS) + (" | FID ↓" if with_fid else "")
+            + " | videos | targets |")
+    lines = [head, "|---:|---|" + "---:|" * (len(METRICS) + 2 + with_fid)]
     for e in table:
         cells = []
         for key, _ in METRICS:
@@ -51,6 +54,8 @@ def markdown_table(table: list[dict]) -> str:
             cells.append("n/a" if not math.isfinite(v) else
                          (f"{100 * v:.0f}%" if key == "face_found" else f"{v:.2f}" if key in ("psnr", "sharpness", "jitter")
                           else f"{v:.3f}"))
+        if with_fid:
+            cells.append(f"{e['fid']:.1f}" if "fid" in e else "n/a")
         lines.append(f"| {e['shots']} | {e['method']} | " + " | ".join(cells) + f" | {e['videos']} | {e['targets']} |")
     return "\n".join(lines)
 
@@ -59,22 +64,29 @@ def describe_checkpoint(checkpoint, sha256: str | None = None) -> str:
     """File name, step and SHA-256 prefix of a loaded :class:`Checkpoint`, for the report's
     ``Checkpoint:`` line: names the exact model without this machine's paths. Pass ``sha256``
     when it is known: hashing a large checkpoint again costs a full read."""
-    from talkinghead.train.checkpoint import file_sha256
+    from talkinghead.checkpoint import file_sha256
 
     digest = sha256 or file_sha256(checkpoint.path)
     return f"`{checkpoint.path.name}` (step {checkpoint.step}, SHA-256 {digest[:12]})"
 
 
 def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkpoint: str,
-                 failures: list[str], fid_note: str | None = None) -> dict:
-    """``checkpoint``: the model as :func:`describe_checkpoint` names it."""
+                 failures: list[str], fid_note: str | None = None,
+                 fid: dict[tuple[int, str], float] | None = None) -> dict:
+    """``checkpoint``: the model as :func:`describe_checkpoint` names it. ``fid``: FID per
+    (K, method) where it was computed; ``fid_note`` says how, or why not."""
     from PIL import Image
 
     from talkinghead.eval.fid import fid_available
 
     table = aggregate(rows)
+    for entry in table:
+        key = (entry["shots"], entry["method"].split(" (")[0])
+        if fid and key in fid:
+            entry["fid"] = fid[key]
     available, reason = fid_available()
-    fid_line = fid_note or ("FID: computed where listed." if available else f"FID: {reason}")
+    fid_line = fid_note or (f"FID: {reason}" if not available else
+                            "FID: not computed in this run (the Inception weights were found, but no FID was passed).")
     identities = sorted({r["identity"] for r in rows})
     md = [
         "# Few-shot self-reenactment on held-out identities",
@@ -109,11 +121,12 @@ def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkp
         md += ["", "Skipped:", *[f"- {f}" for f in failures]]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     buf = io.StringIO()
-    fields = ["shots", "method", *[k for k, _ in METRICS], "nme_frames", "videos", "targets"]
+    fields = ["shots", "method", *[k for k, _ in METRICS], *(["fid"] if any("fid" in e for e in table) else []),
+              "nme_frames", "videos", "targets"]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for e in table:
-        writer.writerow({k: e[k] for k in fields})
+        writer.writerow({k: e.get(k, "") for k in fields})
     atomic_write_text(out / "results.csv", buf.getvalue())
     if examples:
         with atomic_path(out / "grid.png") as tmp:

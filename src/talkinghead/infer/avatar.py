@@ -34,7 +34,7 @@ from talkinghead.data.sketch import image_to_tensor, landmarks_to_sketch, sketch
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
 from talkinghead.models import build_models
-from talkinghead.train.checkpoint import (
+from talkinghead.checkpoint import (
     Checkpoint,
     file_sha256,
     load_checkpoint,

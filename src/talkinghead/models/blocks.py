@@ -20,12 +20,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
+
+
+class FP32SpectralNorm(_SpectralNorm):
+    """torch's spectral-norm parametrization with the power iteration and σ in fp32.
+
+    Under autocast, torch's version runs ``mv``/``vdot`` in bf16/fp16: σ gets noisy (the
+    normalised weight jitters step to step) and some torch releases fail on it outright. The
+    state-dict keys (``parametrizations.weight.original``, ``…0._u``, ``…0._v``) are torch's.
+    """
+
+    def forward(self, weight: Tensor) -> Tensor:
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            return super().forward(weight.float()).to(weight.dtype)
 
 
 def sn(module: nn.Module, enabled: bool) -> nn.Module:
     """Wrap a conv/linear in spectral normalisation (Miyato et al. 2018) when ``enabled``."""
-    return _spectral_norm(module) if enabled else module
+    if enabled:
+        parametrize.register_parametrization(module, "weight", FP32SpectralNorm(module.weight))
+    return module
 
 
 def conv3x3(cin: int, cout: int, spectral: bool) -> nn.Module:
@@ -201,16 +217,17 @@ def trunk_channels(base: int, max_channels: int, blocks: int) -> list[int]:
 
 
 class DownsamplingTrunk(nn.Module):
-    """E's and D's shared body: residual downsampling blocks, self-attention, one extra block.
+    """E's and D's shared body: residual downsampling blocks, self-attention, an optional extra block.
 
     Input (B, Cin, S, S) -> list of per-stage activations; the last is (B, C_last, S/2**n, S/2**n)
     with n = ``downsamples``. A stage is a downsampling block (followed by self-attention when
-    its output size is in ``attention_sizes``); the final stage is a same-size residual block,
-    as in BigGAN's discriminator and the paper's embedder.
+    its output size is in ``attention_sizes``); with ``extra_block`` a final same-size residual
+    block follows, as in BigGAN's discriminator and the paper's D.
     """
 
     def __init__(self, in_channels: int, image_size: int, base: int, max_channels: int,
-                 downsamples: int, attention_sizes: tuple[int, ...], spectral: bool):
+                 downsamples: int, attention_sizes: tuple[int, ...], spectral: bool,
+                 extra_block: bool = True):
         super().__init__()
         widths = trunk_channels(base, max_channels, downsamples)
         stages: list[nn.Module] = []
@@ -222,7 +239,8 @@ class DownsamplingTrunk(nn.Module):
                 layers.append(SelfAttention(cout, spectral))
             stages.append(nn.Sequential(*layers))
             cin = cout
-        stages.append(ResBlock(cin, spectral))
+        if extra_block:
+            stages.append(ResBlock(cin, spectral))
         self.stages = nn.ModuleList(stages)
         self.out_channels = cin
         self.out_size = size
@@ -235,19 +253,21 @@ class DownsamplingTrunk(nn.Module):
         return features
 
 
-def sum_pool(x: Tensor) -> Tensor:
-    """Global sum pooling after ReLU: (B, C, H, W) -> (B, C) float32 (a sum of H·W
-    unbounded activations can overflow fp16)."""
-    return F.relu(x.float()).sum(dim=(2, 3))
+def sum_pool(x: Tensor, relu_first: bool = False) -> Tensor:
+    """Global sum pooling then ReLU (the paper), or ReLU then pooling with ``relu_first``:
+    (B, C, H, W) -> (B, C) float32 (a sum of H·W unbounded activations can overflow fp16)."""
+    x = x.float()
+    return F.relu(x).sum(dim=(2, 3)) if relu_first else F.relu(x.sum(dim=(2, 3)))
 
 
-def image_sketch_encoder(cfg) -> tuple["DownsamplingTrunk", nn.Module]:
+def image_sketch_encoder(cfg, extra_block: bool) -> tuple["DownsamplingTrunk", nn.Module]:
     """The body shared by E and D: a residual downsampling trunk on concat(image, sketch)
     (6 channels) and the map from its pooled width to N (identity when they are equal)."""
     trunk = DownsamplingTrunk(
         in_channels=6, image_size=cfg.image_size, base=cfg.base_channels,
         max_channels=cfg.max_channels, downsamples=cfg.disc_downsamples,
         attention_sizes=tuple(cfg.attention_sizes), spectral=cfg.spectral_norm,
+        extra_block=extra_block,
     )
     width = trunk.out_channels
     to_embedding = (nn.Identity() if width == cfg.embed_dim

@@ -12,6 +12,7 @@ person's embedding ê (which L_MCH kept close to the W rows during meta-learning
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from talkinghead.config import ModelConfig
@@ -37,7 +38,8 @@ class Discriminator(nn.Module):
         if num_videos < 1:
             raise ValueError(f"num_videos must be >= 1, got {num_videos}")
         self.embed_dim = cfg.embed_dim
-        self.trunk, self.to_embedding = image_sketch_encoder(cfg)
+        self.relu_before_pool = cfg.relu_before_pool
+        self.trunk, self.to_embedding = image_sketch_encoder(cfg, extra_block=cfg.discriminator_extra_block)
         self.W = nn.Parameter(torch.randn(num_videos, cfg.embed_dim) * PROJECTION_INIT_STD)
         self.w0 = nn.Parameter(torch.randn(cfg.embed_dim) * PROJECTION_INIT_STD)
         self.b = nn.Parameter(torch.zeros(()))
@@ -45,7 +47,12 @@ class Discriminator(nn.Module):
     def embed(self, image: Tensor, sketch: Tensor) -> tuple[Tensor, list[Tensor]]:
         """V(x, y): (B, 3, H, W) x 2 -> (v (B, N), per-block activations)."""
         features = self.trunk(torch.cat([image, sketch], dim=1))
-        return self.to_embedding(sum_pool(features[-1])), features
+        return self.to_embedding(sum_pool(features[-1], self.relu_before_pool)), features
+
+    def rows(self, video_index: Tensor) -> Tensor:
+        """W_i for each index: (B,) long -> (B, N). The gradient reaching W is sparse (B rows),
+        never a dense (videos × N) tensor: at VoxCeleb2 scale W outweighs E, G and D."""
+        return F.embedding(video_index, self.W, sparse=True)
 
     def forward(self, image: Tensor, sketch: Tensor, video_index: Tensor | None = None,
                 w: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
@@ -58,7 +65,7 @@ class Discriminator(nn.Module):
         if (video_index is None) == (w is None):
             raise ValueError("pass exactly one of video_index or w")
         v, features = self.embed(image, sketch)
-        row = self.W[video_index] if w is None else w.expand(v.shape[0], -1) if w.dim() == 1 else w
+        row = self.rows(video_index) if w is None else w.expand(v.shape[0], -1) if w.dim() == 1 else w
         # The score is a long dot product of unbounded activations: keep it in fp32.
         scores = (v.float() * (row.float() + self.w0.float())).sum(dim=1) + self.b.float()
         return scores, features

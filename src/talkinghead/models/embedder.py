@@ -15,7 +15,8 @@ from talkinghead.models.blocks import image_sketch_encoder, sum_pool
 
 
 class Embedder(nn.Module):
-    """Residual downsampling trunk on concat(frame, sketch) -> ReLU -> global sum pool -> N.
+    """Residual downsampling trunk on concat(frame, sketch) -> global sum pool -> ReLU -> N
+    (``model.relu_before_pool``: ReLU, then pooling).
 
     A linear map to ``embed_dim`` follows only when the trunk's last width is not N
     (for all three presets it is N, so E ends at the pooling, as in the paper).
@@ -25,7 +26,8 @@ class Embedder(nn.Module):
         super().__init__()
         cfg.validate()
         self.embed_dim = cfg.embed_dim
-        self.trunk, self.to_embedding = image_sketch_encoder(cfg)
+        self.relu_before_pool = cfg.relu_before_pool
+        self.trunk, self.to_embedding = image_sketch_encoder(cfg, extra_block=cfg.embedder_extra_block)
 
     def forward(self, frames: Tensor, sketches: Tensor) -> Tensor:
         """frames, sketches: (B, K, 3, H, W) in [-1, 1] -> per-frame embeddings (B, K, N)."""
@@ -36,6 +38,6 @@ class Embedder(nn.Module):
             )
         b, k = frames.shape[:2]
         x = torch.cat([frames.flatten(0, 1), sketches.flatten(0, 1)], dim=1)  # (B·K, 6, H, W)
-        pooled = sum_pool(self.trunk(x)[-1])  # (B·K, C)
+        pooled = sum_pool(self.trunk(x)[-1], self.relu_before_pool)  # (B·K, C)
         return self.to_embedding(pooled).view(b, k, self.embed_dim)
 

@@ -35,6 +35,7 @@ from talkinghead.models.blocks import (
     ResBlockUp,
     SelfAttention,
     conv3x3,
+    sn,
 )
 
 #: Std of P's initial entries in units of 1/sqrt(N). ψ = P ê then has std ≈ this × rms(ê), so
@@ -69,7 +70,8 @@ class Generator(nn.Module):
         super().__init__()
         cfg.validate()
         spectral = cfg.spectral_norm
-        attention = set(cfg.attention_sizes)
+        attention = set(cfg.attention_sizes)  # encoder (paper: 32×32)
+        decoder_attention = set(cfg.decoder_attention_sizes)  # decoder (paper: 64×64)
         widths = generator_widths(cfg)
         n = cfg.gen_downsamples
 
@@ -93,7 +95,7 @@ class Generator(nn.Module):
         for i, level in enumerate(range(n, 0, -1)):
             size *= 2
             self.up.append(ResBlockUp(widths[level], widths[level - 1], spectral))
-            if size in attention:
+            if size in decoder_attention:
                 self.up_attention[str(i)] = SelfAttention(widths[level - 1], spectral)
         self.out_norm = AdaIN(widths[0])
         self.out_conv = conv3x3(widths[0], 4 if cfg.warp_guidance else 3, spectral)
@@ -102,10 +104,12 @@ class Generator(nn.Module):
         self.psi_sizes = [m.psi_size for m in self._adaptive_blocks()]
         self.psi_size = sum(self.psi_sizes)
         self.embed_dim = cfg.embed_dim
-        # P: the paper's learned matrix. No spectral norm: it is a linear read-out, not a layer
-        # whose Lipschitz constant matters for G's conditioning.
+        # P: the paper's learned matrix, spectrally normalised like every layer of the paper's
+        # G (``model.projection_spectral_norm``). Without it, small initial entries keep the
+        # initial AdaIN scales near 1.
         self.projection = nn.Linear(cfg.embed_dim, self.psi_size, bias=False)
         nn.init.normal_(self.projection.weight, std=PROJECTION_INIT_GAIN / cfg.embed_dim**0.5)
+        sn(self.projection, cfg.projection_spectral_norm)
 
     def _adaptive_blocks(self) -> list[nn.Module]:
         return [*self.res, *self.up, self.out_norm]

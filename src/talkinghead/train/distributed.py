@@ -19,6 +19,11 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    #: Ranks on this node (torchrun's LOCAL_WORLD_SIZE), to share the node's CPU cores.
+    local_world_size: int = 1
+    #: A gloo group for host-side flags (stop requests, time limit): agreeing on them costs
+    #: no GPU synchronisation. None: use the default group (already gloo on CPU).
+    control_group: object = None
 
     @property
     def is_main(self) -> bool:
@@ -42,9 +47,14 @@ def init_distributed(device: str | None = None) -> DistInfo:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
+    control_group = None
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+        if use_cuda:
+            control_group = dist.new_group(backend="gloo")
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev,
+                    local_world_size=local_world_size, control_group=control_group)
 
 
 def cleanup_distributed() -> None:
@@ -71,3 +81,13 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def agree_max(value: int, info: DistInfo) -> int:
+    """The largest of every rank's host-side ``value`` (a CPU collective on the control group:
+    it does not wait for the GPU's queued work)."""
+    if not info.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=info.control_group)
+    return int(t.item())

@@ -7,6 +7,7 @@ Meta-learning adds the embedding match L_MCH; fine-tuning has no embedder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from talkinghead.config import LossConfig
+from talkinghead.errors import TalkingHeadError
 from talkinghead.losses import (
     ContentLoss,
     feature_matching_loss,
@@ -25,10 +27,19 @@ from talkinghead.losses import (
 log = logging.getLogger(__name__)
 
 
-def build_content_loss(cfg: LossConfig, device: torch.device | str = "cpu") -> ContentLoss:
+def build_content_loss(cfg: LossConfig, device: torch.device | str = "cpu",
+                       require_vgg19: bool = False) -> ContentLoss:
     """L_CNT with whatever pretrained feature networks exist offline: VGG19 (torchvision
-    weights or a local file; else a pixel-L1 fallback) and dlib's face ResNet (else skipped)."""
+    weights or a local file; else a pixel-L1 fallback) and dlib's face ResNet (else skipped).
+    ``require_vgg19``: missing VGG19 weights are an error instead of the pixel-L1 fallback."""
+    from talkinghead.losses.vgg import ENV_VAR, TORCHVISION_FILE
+
     vgg = load_vgg19()
+    if vgg is None and require_vgg19:
+        raise TalkingHeadError(
+            f"VGG19 weights not found: set ${ENV_VAR} to torchvision's {TORCHVISION_FILE} (or put it in "
+            f"{torch.hub.get_dir()}/checkpoints/); --allow-pixel-loss trains with the pixel-L1 stand-in instead"
+        )
     face = None
     if cfg.face > 0:
         try:
@@ -52,12 +63,28 @@ def _double(kwargs: dict) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Parameters of ``module`` record no gradient inside the block (inputs still do): the G
+    step needs gradients through D, not D's own weight gradients, which D's step recomputes."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def generator_losses(
     fake: Tensor, real: Tensor, sketch: Tensor, disc: nn.Module, disc_kwargs: dict,
     content: ContentLoss, cfg: LossConfig,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """L_G = L_CNT + λ_adv·(−r(x̂)) + λ_FM·L_FM. ``fake``, ``real``, ``sketch``: (B, 3, H, W)."""
-    score_fake, feats_fake = disc(fake, sketch, **disc_kwargs)
+    """L_G = L_CNT + λ_adv·(−r(x̂)) + λ_FM·L_FM. ``fake``, ``real``, ``sketch``: (B, 3, H, W).
+    D's weights get no gradient here (see :func:`frozen`)."""
+    with frozen(disc):
+        score_fake, feats_fake = disc(fake, sketch, **disc_kwargs)
     with torch.no_grad():
         _, feats_real = disc(real, sketch, **disc_kwargs)
     cnt = content(fake, real)
