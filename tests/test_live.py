@@ -122,12 +122,15 @@ def _bundled_track():
     return ASSETS / "demo_track.npy"
 
 
-def test_live_cli_runs_bounded_frames_and_records(driver_clip, live_avatar, tmp_path, capsys):
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_live_cli_runs_bounded_frames_and_records(driver_clip, live_avatar, tmp_path, capsys, backend):
     from talkinghead.data.video import read_frames
 
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime", reason='live --onnx needs the [app] extra: pip install -e ".[test]"')
     out = tmp_path / "live.mp4"
     code = main(["live", "--avatar", str(live_avatar), "--video", str(driver_clip), "--no-window",
-                 "--max-frames", "30", "--display-size", "128", "-o", str(out)])
+                 "--max-frames", "30", "--display-size", "128", "-o", str(out)] + (["--onnx"] if backend == "onnx" else []))
     text = capsys.readouterr().out
     assert code == 0, text
     assert "30 frames captured" in text

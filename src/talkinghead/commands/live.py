@@ -45,7 +45,10 @@ def add_parser(sub) -> None:
                    help="read --video as fast as it decodes instead of at its native rate")
     p.add_argument("--render-delay", type=float, default=0.0, metavar="MS",
                    help="slow the renderer by MS milliseconds per frame (to see frame dropping)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for rendering (default: torch's)")
+    p.add_argument("--onnx", action="store_true",
+                   help="render with onnxruntime instead of PyTorch (faster on CPU; needs the [app] extra)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for rendering (default 1: tracking and capture run beside it)")
     p.set_defaults(run=run)
 
 

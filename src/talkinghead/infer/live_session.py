@@ -215,7 +215,13 @@ def run_live(args) -> int:
     source, fps = open_source(args)
     driver = LiveDriver(avatar.reference_landmarks, get_detector("dlib"),
                         mode="absolute" if args.absolute else "relative", smoothing=not args.no_smoothing)
-    pipeline = LivePipeline(source, driver, TorchRenderer(avatar), max_frames=args.max_frames,
+    if args.onnx:
+        from talkinghead.infer.live import OnnxAvatarRenderer
+
+        renderer = OnnxAvatarRenderer(avatar, threads=args.threads or 1)
+    else:
+        renderer = TorchRenderer(avatar)
+    pipeline = LivePipeline(source, driver, renderer, max_frames=args.max_frames,
                             render_delay=args.render_delay / 1000)
     server = MjpegServer(args.serve) if args.serve is not None else None
     if server is not None:
