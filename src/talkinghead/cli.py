@@ -19,7 +19,7 @@ import sys
 from talkinghead import __version__
 from talkinghead.errors import TalkingHeadError
 
-COMMANDS = ("demo", "prepare", "train", "finetune", "animate", "evaluate", "export", "live")
+COMMANDS = ("demo", "prepare", "train", "finetune", "animate", "evaluate", "export", "live", "app")
 
 EPILOG = """pipeline:
   talkinghead prepare VIDEOS... --out data/            # crops + landmarks
