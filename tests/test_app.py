@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class Browser:
         return status, json.loads(body)
 
     def upload(self, name, data, kind="photo"):
-        status, body, _ = self.request(f"/api/upload?kind={kind}&name={name}", data, "POST")
+        status, body, _ = self.request(f"/api/upload?kind={kind}&name={urllib.parse.quote(name)}", data, "POST")
         return status, json.loads(body)
 
     def wait(self, job):
@@ -134,3 +135,17 @@ def test_bad_inputs_are_explained_and_server_keeps_running(server, tmp_path):
     assert status == 400 and "steps=10000" in err["error"]
     assert user.get("/api/nothing")[0] == 404
     assert user.get("/")[0] == 200  # still serving
+
+
+def test_several_faces_are_reported(server, astronaut_jpeg):
+    from skimage import data
+
+    user = Browser(server)
+    face = np.ascontiguousarray(data.astronaut()[:300, 100:400])
+    pair = np.concatenate([face, face[:, ::-1]], axis=1)  # two faces side by side
+    status, up = user.upload("two people.jpg", _jpeg(pair))
+    assert status == 200
+    status, started = user.post_json("/api/avatar", {"uploads": [up["upload"]], "steps": 0})
+    job = user.wait(started["job"])
+    assert job["state"] == "done", job
+    assert job["notes"] == ["two people.jpg: 2 faces, picked the largest"]

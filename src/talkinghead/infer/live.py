@@ -283,6 +283,8 @@ class LiveStats:
     face_lost: int = 0  # shown frames that held the last good pose
     no_face: int = 0  # shown frames before any face was seen (avatar's own pose)
     latencies_ms: list = field(default_factory=list)  # captured → shown, per shown frame
+    track_ms: list = field(default_factory=list)  # time in the tracking stage, per frame
+    render_ms: list = field(default_factory=list)  # time in the rendering stage, per frame
     started: float = field(default_factory=time.perf_counter)
     ended: float | None = None
 
@@ -301,7 +303,9 @@ class LiveStats:
         return {"captured": self.captured, "shown": self.shown, "dropped": self.dropped,
                 "face_lost": self.face_lost, "no_face": self.no_face, "seconds": round(self.seconds, 2),
                 "fps": round(self.fps, 2), "latency_ms_median": round(self.latency(50), 1),
-                "latency_ms_p90": round(self.latency(90), 1)}
+                "latency_ms_p90": round(self.latency(90), 1),
+                "track_ms_median": round(float(np.median(self.track_ms)), 1) if self.track_ms else float("nan"),
+                "render_ms_median": round(float(np.median(self.render_ms)), 1) if self.render_ms else float("nan")}
 
 
 class LivePipeline:
@@ -355,7 +359,9 @@ class LivePipeline:
                     if self._captured.closed_and_empty:
                         break
                     continue
+                start = time.perf_counter()
                 frame.landmarks, frame.face = self.driver(frame.image, frame.captured)
+                self.stats.track_ms.append((time.perf_counter() - start) * 1000)
                 self.stats.tracked += 1
                 self._tracked.put(frame)
         finally:
@@ -369,9 +375,11 @@ class LivePipeline:
                     if self._tracked.closed_and_empty:
                         break
                     continue
+                start = time.perf_counter()
                 frame.rendered = self.renderer(frame.landmarks)
                 if self.render_delay:
                     time.sleep(self.render_delay)
+                self.stats.render_ms.append((time.perf_counter() - start) * 1000)
                 self.stats.rendered += 1
                 self._rendered.put(frame)
         finally:
