@@ -4,6 +4,7 @@ under a slowed renderer, the last good pose held when the face is lost, a clean 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,8 +135,11 @@ def test_live_cli_runs_bounded_frames_and_records(driver_clip, live_avatar, tmp_
     text = capsys.readouterr().out
     assert code == 0, text
     assert "30 frames captured" in text
+    written = int(re.search(r"wrote .*: (\d+) frames", text).group(1))
     frames = read_frames(out)
-    assert 5 <= len(frames) <= 30 and frames.shape[1:] == (128, 128, 3)
+    # How many of the 30 are shown depends on the machine's speed; every shown one is recorded
+    # unless the encoder was busy.
+    assert 1 <= len(frames) == written <= 30 and frames.shape[1:] == (128, 128, 3)
     assert frames.std() > 10  # a rendered face, not a blank picture
 
 
@@ -145,7 +149,7 @@ def test_live_cli_counts_dropped_frames_with_slow_renderer(driver_clip, live_ava
     text = capsys.readouterr().out
     assert code == 0, text
     captured, shown, dropped = (int(v) for v in
-                                __import__("re").search(r"(\d+) frames captured, (\d+) shown, (\d+) dropped", text).groups())
+                                re.search(r"(\d+) frames captured, (\d+) shown, (\d+) dropped", text).groups())
     assert captured == 30 and shown <= 12 and dropped >= 15, text
 
 
@@ -191,3 +195,9 @@ def test_live_ctrl_c_ends_cleanly(driver_clip, live_avatar, tmp_path):
     from talkinghead.data.video import read_frames
 
     assert len(read_frames(out)) > 0  # the recording was finished, not left half-written
+
+
+def test_live_cli_missing_camera_is_one_line(live_avatar, capsys):
+    code = main(["live", "--avatar", str(live_avatar), "--camera", "63", "--no-window", "--max-frames", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: camera 63: cannot be opened" in err and "Traceback" not in err

@@ -80,11 +80,12 @@ class VideoFileSource:
                 return
 
 
-def camera_frames(index: int) -> Iterator[np.ndarray]:
-    """Frames of camera ``index`` through OpenCV, as RGB."""
-    capture = cv2.VideoCapture(index)
+def camera_frames(device: int | str) -> Iterator[np.ndarray]:
+    """Frames of camera ``device`` (an index) or of a stream URL through OpenCV, as RGB."""
+    capture = cv2.VideoCapture(device)
     if not capture.isOpened():
-        raise TalkingHeadError(f"camera {index}: cannot be opened (is it connected and free?)")
+        what = f"camera {device}" if isinstance(device, int) else str(device)
+        raise TalkingHeadError(f"{what}: cannot be opened (is it connected, reachable and free?)")
     try:
         while True:
             ok, bgr = capture.read()

@@ -133,6 +133,7 @@ class Recorder:
         self.skipped = 0
         self.written = 0
         self.error: BaseException | None = None
+        self._shape: tuple | None = None  # the first picture's; the encoder needs one size throughout
         self._queue: queue.Queue = queue.Queue(maxsize=8)
 
         def frames():
@@ -154,14 +155,12 @@ class Recorder:
     def add(self, rgb: np.ndarray) -> None:
         if self._shape is None:
             self._shape = rgb.shape
-        if rgb.shape != self._shape:  # the encoder needs one size throughout
+        if rgb.shape != self._shape:
             rgb = cv2.resize(rgb, (self._shape[1], self._shape[0]))
         try:
             self._queue.put_nowait(rgb)
         except queue.Full:
             self.skipped += 1
-
-    _shape = None
 
     def close(self) -> None:
         self._queue.put(None)
@@ -184,10 +183,8 @@ def open_source(args):
     if args.video is not None:
         if "://" not in args.video and not Path(args.video).exists():
             raise TalkingHeadError(f"{args.video}: video not found")
-        if "://" in args.video:  # a stream: frames come at their own rate
-            from talkinghead.data.video import iter_frames
-
-            return iter_frames(args.video), 25.0
+        if "://" in args.video:  # a stream: frames come at their own rate, like a camera's
+            return camera_frames(args.video), 25.0
         source = VideoFileSource(args.video, realtime=not args.as_fast_as_possible, loop=args.loop)
         return source, source.fps
     return camera_frames(args.camera), 25.0
