@@ -75,7 +75,7 @@ def main() -> None:
     info = probe_video(args.clip)
     print(f"# live benchmark: {args.clip.name} ({info.width}x{info.height} at {info.fps:g} fps), "
           f"{args.frames} frames per row; {os.cpu_count()} cores, load average {load:.1f} at start\n")
-    print("| row | size | renderer | shown/s | dropped | latency median | latency p90 | track ms | render ms |")
+    print("| row | size | renderer | shown/s | dropped/offered | latency median | latency p90 | track ms | render ms |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     folder = Path(tempfile.mkdtemp())
     for row in args.rows:
@@ -85,7 +85,7 @@ def main() -> None:
         else:
             avatar, backend, label = random_avatar(kind, int(size), folder), "torch", f"{kind} (random)"
         s = run(avatar, args.clip, args.frames, backend)
-        print(f"| {label} | {size} | {backend} | {s['fps']:.1f} | {s['dropped']}/{s['captured']} | "
+        print(f"| {label} | {size} | {backend} | {s['fps']:.1f} | {s['dropped']}/{s['offered']} | "
               f"{s['latency_ms_median']:.0f} ms | {s['latency_ms_p90']:.0f} ms | {s['track_ms_median']:.1f} | "
               f"{s['render_ms_median']:.1f} |", flush=True)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

@@ -276,11 +276,12 @@ class OnnxAvatarRenderer:
 
 @dataclass
 class LiveStats:
-    captured: int = 0
+    captured: int = 0  # frames read from the source
+    late: int = 0  # frames a video file delivered while the reader was still busy (skipped, as by a camera)
     tracked: int = 0
     rendered: int = 0
     shown: int = 0
-    dropped: int = 0  # frames captured but never shown (overtaken by newer ones)
+    dropped: int = 0  # frames captured but never shown (overtaken by newer ones), plus the late ones
     face_lost: int = 0  # shown frames that held the last good pose
     no_face: int = 0  # shown frames before any face was seen (avatar's own pose)
     latencies_ms: list = field(default_factory=list)  # captured → shown, per shown frame
@@ -301,7 +302,8 @@ class LiveStats:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
     def summary(self) -> dict:
-        return {"captured": self.captured, "shown": self.shown, "dropped": self.dropped,
+        return {"captured": self.captured, "late": self.late, "offered": self.captured + self.late,
+                "shown": self.shown, "dropped": self.dropped,
                 "face_lost": self.face_lost, "no_face": self.no_face, "seconds": round(self.seconds, 2),
                 "fps": round(self.fps, 2), "latency_ms_median": round(self.latency(50), 1),
                 "latency_ms_p90": round(self.latency(90), 1),
@@ -424,9 +426,9 @@ class LivePipeline:
                 thread.join(timeout=5)
         self.stats.ended = self.stats.ended or time.perf_counter()
         # Frames overtaken by a newer one in a mailbox (never shown), plus those the source
-        # itself was too late for.
-        self.stats.dropped = (sum(s.dropped for s in (self._captured, self._tracked, self._rendered))
-                              + getattr(self.source, "skipped", 0))
+        # delivered while the reader was too late for them.
+        self.stats.late = getattr(self.source, "skipped", 0)
+        self.stats.dropped = sum(s.dropped for s in (self._captured, self._tracked, self._rendered)) + self.stats.late
 
 
 # -- the shown picture ------------------------------------------------------------------------

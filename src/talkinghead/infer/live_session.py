@@ -256,7 +256,8 @@ def run_live(args) -> int:
         if recorder is not None:
             recorder.close()
     s = pipeline.stats.summary()
-    print(f"live: {s['captured']} frames captured, {s['shown']} shown, {s['dropped']} dropped; "
+    late = f" (+{s['late']} the reader was late for)" if s["late"] else ""
+    print(f"live: {s['captured']} frames captured{late}, {s['shown']} shown, {s['dropped']} dropped; "
           f"{s['fps']:.1f} fps, latency {s['latency_ms_median']:.0f} ms median "
           f"({s['latency_ms_p90']:.0f} ms p90)")
     if s["face_lost"]:
