@@ -149,3 +149,72 @@ def test_several_faces_are_reported(server, astronaut_jpeg):
     job = user.wait(started["job"])
     assert job["state"] == "done", job
     assert job["notes"] == ["two people.jpg: 2 faces, picked the largest"]
+
+
+def test_fine_tuned_avatar_and_pasted_back_video(server, astronaut_jpeg, shared_faces, tmp_path):
+    import av
+
+    from talkinghead.data.video import read_frames, write_video
+
+    user = Browser(server)
+    status, up = user.upload("astronaut.jpg", astronaut_jpeg)
+    status, started = user.post_json("/api/avatar", {"uploads": [up["upload"]], "steps": 2})
+    job = user.wait(started["job"])
+    assert job["state"] == "done" and job["result"]["steps"] == 2, job
+    clip = shared_faces / "clips/eamm_disgusted.mp4"
+    driving = tmp_path / "driving.mp4"
+    write_video(driving, read_frames(clip, max_frames=12), 25, audio_from=clip)
+    status, up = user.upload("driving.mp4", driving.read_bytes(), kind="video")
+    assert status == 200
+    status, started = user.post_json("/api/video", {"upload": up["upload"], "paste_back": True})
+    job = user.wait(started["job"])
+    assert job["state"] == "done", job
+    status, body, headers = user.get(job["result"]["download"])
+    assert status == 200 and headers["Content-Type"] == "video/mp4"
+    (tmp_path / "out.mp4").write_bytes(body)
+    frames = read_frames(tmp_path / "out.mp4")
+    assert frames.shape == (12, 512, 512, 3)  # pasted back into the 512×512 photo
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert container.streams.audio
+
+
+def test_progress_is_routed_to_the_job_thread_only():
+    from talkinghead.webapp import progress
+
+    progress.install()
+    import talkinghead.train.finetune as finetune_module
+
+    seen = []
+    def work():
+        with progress.report_to(lambda stage, done, total: seen.append((stage, done, total))):
+            for _ in finetune_module.tqdm(range(3), desc="fine-tuning", disable=True):
+                pass
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    for _ in finetune_module.tqdm(range(3), desc="elsewhere", disable=True):  # no callback here: plain tqdm
+        pass
+    assert seen[0] == ("fine-tuning", 0, 3) and seen[-1] == ("fine-tuning", 3, 3)
+    assert all(stage == "fine-tuning" for stage, _, _ in seen)
+
+
+def test_app_command_stops_cleanly_on_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "talkinghead.cli", "app", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "talkinghead app at http://127.0.0.1:" in line
+        url = line.split(" at ")[1].split()[0]
+        assert b"talkinghead" in urllib.request.urlopen(url, timeout=30).read()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and "server stopped" in stderr and "Traceback" not in stderr

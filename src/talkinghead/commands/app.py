@@ -36,9 +36,10 @@ def run(args) -> int:
     from pathlib import Path
 
     from talkinghead.infer.bundled import resolve_checkpoint
-    from talkinghead.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+    from talkinghead.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, install_cli_handlers
     from talkinghead.webapp.server import App, AppLimits, make_server
 
+    install_cli_handlers()  # SIGTERM → Terminated: the sessions' files are removed on the way out
     if args.threads:
         import torch
 
