@@ -315,7 +315,8 @@ class LivePipeline:
     """Capture, tracking and rendering in three threads; the caller shows the frames.
 
     ``for frame in pipeline.frames(): ...`` yields :class:`Frame` objects with ``rendered`` set,
-    newest first-come; call :meth:`stop` (or break) to end it. ``render_delay`` (s) slows the
+    in capture order (older frames overtaken by newer ones are dropped); break or call
+    :meth:`stop` to end it. ``render_delay`` (s) slows the
     renderer artificially, to see frame dropping on a fast machine.
     """
 
@@ -390,6 +391,7 @@ class LivePipeline:
 
     def frames(self) -> Iterator[Frame]:
         """Rendered frames as they come; the pipeline's threads run while this is iterated."""
+        self.stats.started = time.perf_counter()
         for thread in self._threads:
             thread.start()
         try:
