@@ -64,7 +64,7 @@ def run(args) -> int:
     from talkinghead.infer.avatar import Avatar, _with_overrides
     from talkinghead.infer.bundled import resolve_checkpoint
     from talkinghead.infer.driving import animate_to_video, track_from_npy, track_from_video
-    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.checkpoint import load_checkpoint
     from talkinghead.validation import check_device, check_input_path, check_output_file
 
     # Every argument is checked before the slow parts (tracking, fine-tuning, rendering).

@@ -9,6 +9,7 @@ EXAMPLES = """examples:
   talkinghead export runs/meta/latest.safetensors -o model.safetensors
   talkinghead export runs/meta/latest.safetensors -o model.safetensors \\
       --set train.finetune_steps=200 train.finetune_adversarial=false
+  talkinghead export --onnx me.avatar -o me.onnx     # an avatar's renderer for any ONNX runtime
 """
 
 
@@ -21,10 +22,17 @@ def add_parser(sub) -> None:
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
                    help="change stored defaults, e.g. train.finetune_steps=200")
+    p.add_argument("--onnx", action="store_true",
+                   help="export an avatar file's renderer (G with its ψ) to ONNX, checked against PyTorch "
+                        "with onnxruntime (needs the [app] extra)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    if args.onnx:
+        from talkinghead.infer.onnx_export import run_onnx_export
+
+        return run_onnx_export(args)
     from talkinghead.checkpoint import export_checkpoint, load_checkpoint
     from talkinghead.validation import check_input_path, check_output_file
 

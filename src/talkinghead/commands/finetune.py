@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from talkinghead.infer.avatar import Avatar, _with_overrides
     from talkinghead.infer.bundled import resolve_checkpoint
-    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.checkpoint import load_checkpoint
     from talkinghead.validation import check_device, check_input_path, check_output_file
 
     # Everything is checked before face detection and fine-tuning.

@@ -1,0 +1,64 @@
+"""`talkinghead live`: drive an avatar in real time from a camera or a video file standing in
+for one; capture, tracking and rendering run in parallel threads and frames are dropped, not
+queued, when the machine cannot keep up. Shows fps and latency on the picture."""
+
+from __future__ import annotations
+
+import argparse
+
+from talkinghead.errors import TalkingHeadError
+
+EXAMPLES = """examples:
+  talkinghead live --avatar me.avatar --camera 0                 # a window (needs OpenCV with GUI)
+  talkinghead live --source photo.jpg --camera 0 --serve 8765    # watch at http://127.0.0.1:8765/
+  talkinghead live --avatar me.avatar --video speech.mp4 --no-window -o live.mp4 --max-frames 200
+The window closes with q or Esc; Ctrl-C ends any session cleanly (exit 130). With
+--video the file plays at its native rate, like a camera (--as-fast-as-possible reads it
+without pacing). When the driver's face is lost the last good pose is held, and the picture
+says so.
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("live", help="drive an avatar in real time from a camera or video",
+                       description=__doc__, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--avatar", help="avatar file made by `talkinghead finetune`")
+    who.add_argument("--source", nargs="+", help="photo(s) of the person: a feed-forward avatar is built on the fly")
+    drive = p.add_mutually_exclusive_group(required=True)
+    drive.add_argument("--camera", type=int, metavar="INDEX", help="camera index (0 = the default camera)")
+    drive.add_argument("--video", help="a video file (or stream URL) standing in for a camera")
+    p.add_argument("--checkpoint", default=None, help="meta checkpoint (with --source, or an FF avatar's; default: bundled)")
+    p.add_argument("--steps", type=int, default=0, help="fine-tuning steps with --source (default 0 = FF, instant)")
+    p.add_argument("--absolute", action="store_true", help="driver's landmarks aligned as they are (default: relative)")
+    p.add_argument("--no-smoothing", action="store_true", help="no One-Euro smoothing of the landmarks")
+    p.add_argument("--side-by-side", action="store_true", help="show the driver beside the avatar")
+    p.add_argument("--display-size", type=int, default=384, help="shown size of the avatar in pixels")
+    p.add_argument("--no-window", action="store_true", help="no window (with --serve or -o)")
+    p.add_argument("--serve", type=int, default=None, metavar="PORT",
+                   help="also serve the picture to a browser at http://127.0.0.1:PORT/ (0: any free port)")
+    p.add_argument("-o", "--output", default=None, help="also record what is shown to an .mp4")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many captured frames")
+    p.add_argument("--loop", action="store_true", help="restart the --video file at its end")
+    p.add_argument("--as-fast-as-possible", action="store_true",
+                   help="read --video as fast as it decodes instead of at its native rate")
+    p.add_argument("--render-delay", type=float, default=0.0, metavar="MS",
+                   help="slow the renderer by MS milliseconds per frame (to see frame dropping)")
+    p.add_argument("--onnx", action="store_true",
+                   help="render with onnxruntime instead of PyTorch (faster on CPU; needs the [app] extra)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for rendering (default 1: tracking and capture run beside it)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from talkinghead.infer.live_session import run_live
+
+    if args.output and not args.output.lower().endswith(".mp4"):
+        raise TalkingHeadError(f"{args.output}: output must be an .mp4 file")
+    if args.max_frames is not None and args.max_frames <= 0:
+        raise TalkingHeadError(f"--max-frames {args.max_frames}: must be positive")
+    if args.render_delay < 0:
+        raise TalkingHeadError(f"--render-delay {args.render_delay}: must be >= 0")
+    return run_live(args)

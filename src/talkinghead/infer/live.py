@@ -1,0 +1,462 @@
+"""Live driving: a camera (or a video file standing in for one) drives an avatar in real time.
+
+Three stages run in their own threads and hand work on through one-slot mailboxes that keep
+only the newest item, so a slow stage makes the pipeline *drop* frames instead of falling
+behind (latency stays bounded; the dropped frames are counted):
+
+    capture ──[slot]──▶ track + adapt + smooth ──[slot]──▶ render ──[slot]──▶ show (caller)
+
+Every frame carries its capture time; latency is "captured → shown". When the driver's face
+is lost the last good pose is held (and the shown frame says so); before any face was seen
+the avatar keeps its own pose.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+
+from talkinghead.data.landmarks import box_iou, detector_box_from_landmarks
+from talkinghead.data.sketch import landmarks_to_sketch, sketch_to_tensor
+from talkinghead.errors import TalkingHeadError
+from talkinghead.infer.reenact import adapt_landmarks
+from talkinghead.infer.smoothing import OneEuroFilter, face_scale
+
+log = logging.getLogger(__name__)
+
+
+# -- frame sources ----------------------------------------------------------------------------
+
+@dataclass
+class Frame:
+    """One captured driver frame and what the stages learned about it."""
+
+    index: int
+    captured: float  # time.perf_counter() when it was captured
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    landmarks: np.ndarray | None = None  # (68, 2) adapted to the avatar's crop
+    face: str = "ok"  # "ok", "lost" (last good pose held) or "none" (no face seen yet)
+    rendered: np.ndarray | None = None  # (S, S, 3) uint8 RGB
+
+
+class VideoFileSource:
+    """Frames of a video file at its native rate, as a camera would deliver them (a frame the
+    reader is too late for is skipped and counted in ``skipped``), or as fast as they decode
+    with ``realtime=False``. ``loop`` restarts the file at its end."""
+
+    def __init__(self, path, realtime: bool = True, loop: bool = False):
+        from talkinghead.data.video import probe_video
+
+        self.path, self.realtime, self.loop = path, realtime, loop
+        self.fps = probe_video(path).fps or 25.0
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from talkinghead.data.video import iter_frames
+
+        period = 1.0 / self.fps
+        start = time.perf_counter()
+        tick = 0
+        while True:
+            for image in iter_frames(self.path):
+                if self.realtime:
+                    delay = start + tick * period - time.perf_counter()
+                    tick += 1
+                    if delay > 0:
+                        time.sleep(delay)
+                    elif delay < -period:  # more than a frame late: a camera would have dropped it
+                        self.skipped += 1
+                        continue
+                yield image
+            if not self.loop:
+                return
+
+
+def camera_frames(device: int | str) -> Iterator[np.ndarray]:
+    """Frames of camera ``device`` (an index) or of a stream URL through OpenCV, as RGB."""
+    capture = cv2.VideoCapture(device)
+    if not capture.isOpened():
+        what = f"camera {device}" if isinstance(device, int) else str(device)
+        raise TalkingHeadError(f"{what}: cannot be opened (is it connected, reachable and free?)")
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+
+
+# -- mailbox ----------------------------------------------------------------------------------
+
+class LatestSlot:
+    """A one-item mailbox: ``put`` replaces an item nobody took (counting it as dropped)."""
+
+    def __init__(self):
+        self._item = None
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify_all()
+
+    def take(self, timeout: float = 0.1):
+        """The newest item, or None after ``timeout`` s (or once closed and empty)."""
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed_and_empty(self) -> bool:
+        with self._cond:
+            return self._closed and self._item is None
+
+
+# -- streaming tracker ------------------------------------------------------------------------
+
+class StreamingTracker:
+    """Per-frame 68-point tracking for live input (the streaming form of
+    :func:`talkinghead.data.landmarks.track_landmarks`): the shape predictor runs in the box of
+    the previous frame's landmarks (~1 ms); every ``verify_every`` frames the detector checks
+    that a face is still there (~5 ms, so a face leaving the picture is noticed within that
+    many frames); a full detection (~20 ms) runs when there is no track or it failed."""
+
+    def __init__(self, detector, verify_every: int = 3):
+        from talkinghead.data.landmarks import _track_ok
+
+        self.detector = detector
+        self.verify_every = max(1, int(verify_every))
+        self._check = _track_ok
+        self.previous: np.ndarray | None = None
+        self.anchor_side: float | None = None
+        self.since_verified = 0
+        self.faces_seen = 0  # most faces found in one detection (several people in view)
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray | None, bool]:
+        """(H, W, 3) RGB → ((68, 2) landmarks in image pixels or None when no face is found,
+        whether the detector confirmed the face in this frame)."""
+        from talkinghead.data.landmarks import to_gray
+
+        gray = to_gray(image) if getattr(self.detector, "accepts_gray", False) else image
+        old_box = None
+        if self.previous is not None:
+            old_box = detector_box_from_landmarks(self.previous)
+            points = self.detector.landmarks_in_box(gray, old_box)
+            if self._check(points, old_box, self.previous, self.anchor_side) is None:
+                if self.since_verified + 1 < self.verify_every:
+                    self.since_verified += 1
+                    self.previous = points.astype(np.float32)
+                    return self.previous, False
+                verify = getattr(self.detector, "verify_box", None)
+                anchor = verify(gray, detector_box_from_landmarks(points)) if verify is not None else None
+                if anchor is not None:  # re-anchor on the detector's own box: no drift
+                    return self._predict(gray, anchor), True
+        boxes = self.detector.detect_faces(gray)
+        self.faces_seen = max(self.faces_seen, len(boxes))
+        if len(boxes) == 0:
+            self.previous = None
+            return None, False
+        box = boxes[0]
+        if old_box is not None:  # keep following the same person
+            overlaps = [box_iou(b, old_box) for b in boxes]
+            if max(overlaps) > 0.3:
+                box = boxes[int(np.argmax(overlaps))]
+        return self._predict(gray, box), True
+
+    def _predict(self, gray: np.ndarray, box: np.ndarray) -> np.ndarray:
+        self.previous = self.detector.landmarks_in_box(gray, box).astype(np.float32)
+        self.anchor_side = float(box[2] - box[0])
+        self.since_verified = 0
+        return self.previous
+
+
+class LiveDriver:
+    """Driver frame → the avatar's landmarks: track, smooth (One-Euro), adapt (relative mode
+    with the first good frame as the driver's neutral face, or absolute). When the face is lost
+    it holds the last pose the detector confirmed (frames tracked since then may already have
+    slipped off the face). One per live session: it keeps the driver's state."""
+
+    def __init__(self, avatar_landmarks: np.ndarray, detector, mode: str = "relative",
+                 smoothing: bool = True, min_cutoff: float = 1.5, beta: float = 1.0, verify_every: int = 3):
+        self.avatar_landmarks = np.asarray(avatar_landmarks, np.float32)
+        self.tracker = StreamingTracker(detector, verify_every=verify_every)
+        self.mode = mode
+        self.smoothing = smoothing
+        self.min_cutoff, self.beta = min_cutoff, beta
+        self.reference: np.ndarray | None = None  # driver's neutral face (68, 2)
+        self.filter: OneEuroFilter | None = None
+        self.last_confirmed: np.ndarray | None = None  # adapted landmarks of the last verified frame
+        self.last_time: float | None = None
+        self.lost_frames = 0
+
+    def reset_reference(self) -> None:
+        """Take the next good frame as the driver's neutral face."""
+        self.reference = None
+
+    def __call__(self, image: np.ndarray, timestamp: float) -> tuple[np.ndarray, str]:
+        """Returns ((68, 2) landmarks in the avatar's crop, face state "ok"/"lost"/"none")."""
+        points, confirmed = self.tracker(image)
+        if points is None:
+            self.lost_frames += 1
+            if self.last_confirmed is None:
+                return self.avatar_landmarks.copy(), "none"
+            return self.last_confirmed.copy(), "lost"
+        if self.reference is None:
+            self.reference = points.copy()
+            self.filter = OneEuroFilter(self.min_cutoff, self.beta, scale=face_scale(points))
+        dt = 1 / 25 if self.last_time is None else max(timestamp - self.last_time, 1e-3)
+        self.last_time = timestamp
+        if self.smoothing:
+            points = self.filter(points, dt).astype(np.float32)
+        pair = np.stack([self.reference, points])
+        adapted = adapt_landmarks(pair, self.avatar_landmarks, mode=self.mode, reference=0)[1]
+        if confirmed:
+            self.last_confirmed = adapted
+        return adapted.copy(), "ok"
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+class TorchRenderer:
+    """(68, 2) landmarks → (S, S, 3) uint8 with an avatar's :meth:`Avatar.renderer` module."""
+
+    def __init__(self, avatar):
+        self.size = avatar.size
+        self.module = avatar.renderer().to("cpu").eval()
+
+    @torch.inference_mode()
+    def __call__(self, landmarks: np.ndarray) -> np.ndarray:
+        sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None]
+        out = self.module(sketch, torch.from_numpy(np.asarray(landmarks, np.float32))[None])[0]
+        return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+class OnnxAvatarRenderer:
+    """The same with onnxruntime: the avatar's renderer is exported to a temporary ONNX file
+    (about 2.5× PyTorch's frames/s at 128 px on one CPU thread; needs the [app] extra)."""
+
+    def __init__(self, avatar, threads: int = 1):
+        import tempfile
+
+        from talkinghead.infer.onnx_export import OnnxRenderer, export_onnx
+
+        self.size = avatar.size
+        with tempfile.TemporaryDirectory(prefix="talkinghead-onnx-") as folder:
+            path = export_onnx(avatar, f"{folder}/avatar.onnx")
+            self.runtime = OnnxRenderer(path, threads=threads)  # the session keeps the model in memory
+
+    def __call__(self, landmarks: np.ndarray) -> np.ndarray:
+        sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None].numpy()
+        out = self.runtime(sketch, np.asarray(landmarks, np.float32)[None])[0]
+        return ((np.clip(out, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
+
+
+# -- the pipeline -----------------------------------------------------------------------------
+
+@dataclass
+class LiveStats:
+    captured: int = 0  # frames read from the source
+    late: int = 0  # frames a video file delivered while the reader was still busy (skipped, as by a camera)
+    tracked: int = 0
+    rendered: int = 0
+    shown: int = 0
+    dropped: int = 0  # frames captured but never shown (overtaken by newer ones), plus the late ones
+    face_lost: int = 0  # shown frames that held the last good pose
+    no_face: int = 0  # shown frames before any face was seen (avatar's own pose)
+    latencies_ms: list = field(default_factory=list)  # captured → shown, per shown frame
+    track_ms: list = field(default_factory=list)  # time in the tracking stage, per frame
+    render_ms: list = field(default_factory=list)  # time in the rendering stage, per frame
+    started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended or time.perf_counter()) - self.started
+
+    @property
+    def fps(self) -> float:
+        return self.shown / self.seconds if self.seconds > 0 else 0.0
+
+    def latency(self, q: float = 50) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    def summary(self) -> dict:
+        return {"captured": self.captured, "late": self.late, "offered": self.captured + self.late,
+                "shown": self.shown, "dropped": self.dropped,
+                "face_lost": self.face_lost, "no_face": self.no_face, "seconds": round(self.seconds, 2),
+                "fps": round(self.fps, 2), "latency_ms_median": round(self.latency(50), 1),
+                "latency_ms_p90": round(self.latency(90), 1),
+                "track_ms_median": round(float(np.median(self.track_ms)), 1) if self.track_ms else float("nan"),
+                "render_ms_median": round(float(np.median(self.render_ms)), 1) if self.render_ms else float("nan")}
+
+
+class LivePipeline:
+    """Capture, tracking and rendering in three threads; the caller shows the frames.
+
+    ``for frame in pipeline.frames(): ...`` yields :class:`Frame` objects with ``rendered`` set,
+    in capture order (older frames overtaken by newer ones are dropped); break or call
+    :meth:`stop` to end it. ``render_delay`` (s) slows the
+    renderer artificially, to see frame dropping on a fast machine.
+    """
+
+    def __init__(self, source: Iterator[np.ndarray], driver: Callable, renderer: Callable,
+                 max_frames: int | None = None, render_delay: float = 0.0):
+        self.source, self.driver, self.renderer = source, driver, renderer
+        self.max_frames = max_frames
+        self.render_delay = render_delay
+        self.stats = LiveStats()
+        self._captured, self._tracked, self._rendered = LatestSlot(), LatestSlot(), LatestSlot()
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._fps_window: collections.deque = collections.deque(maxlen=30)
+        self._threads = [threading.Thread(target=self._guard(fn), name=f"live-{name}", daemon=True)
+                         for name, fn in (("capture", self._capture), ("track", self._track),
+                                          ("render", self._render))]
+
+    def _guard(self, fn):
+        def run():
+            try:
+                fn()
+            except BaseException as exc:  # shown to the caller, which re-raises it
+                self._errors.append(exc)
+                self._stop.set()
+                for slot in (self._captured, self._tracked, self._rendered):
+                    slot.close()
+        return run
+
+    def _capture(self) -> None:
+        try:
+            for index, image in enumerate(self.source):
+                if self._stop.is_set() or (self.max_frames is not None and index >= self.max_frames):
+                    break
+                self.stats.captured += 1
+                self._captured.put(Frame(index, time.perf_counter(), image))
+        finally:
+            self._captured.close()
+
+    def _track(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self._captured.take()
+                if frame is None:
+                    if self._captured.closed_and_empty:
+                        break
+                    continue
+                start = time.perf_counter()
+                frame.landmarks, frame.face = self.driver(frame.image, frame.captured)
+                self.stats.track_ms.append((time.perf_counter() - start) * 1000)
+                self.stats.tracked += 1
+                self._tracked.put(frame)
+        finally:
+            self._tracked.close()
+
+    def _render(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self._tracked.take()
+                if frame is None:
+                    if self._tracked.closed_and_empty:
+                        break
+                    continue
+                start = time.perf_counter()
+                frame.rendered = self.renderer(frame.landmarks)
+                if self.render_delay:
+                    time.sleep(self.render_delay)
+                self.stats.render_ms.append((time.perf_counter() - start) * 1000)
+                self.stats.rendered += 1
+                self._rendered.put(frame)
+        finally:
+            self._rendered.close()
+
+    def frames(self) -> Iterator[Frame]:
+        """Rendered frames as they come; the pipeline's threads run while this is iterated."""
+        self.stats.started = time.perf_counter()
+        for thread in self._threads:
+            thread.start()
+        try:
+            while True:
+                frame = self._rendered.take()
+                if frame is None:
+                    if self._rendered.closed_and_empty or self._stop.is_set():
+                        break
+                    continue
+                now = time.perf_counter()
+                self.stats.shown += 1
+                self.stats.latencies_ms.append((now - frame.captured) * 1000)
+                self.stats.face_lost += frame.face == "lost"
+                self.stats.no_face += frame.face == "none"
+                self._fps_window.append(now)
+                yield frame
+        finally:
+            self.stop()
+        if self._errors:
+            raise self._errors[0]
+
+    def current_fps(self) -> float:
+        """Frames shown per second over the last 30 shown frames."""
+        if len(self._fps_window) < 2:
+            return 0.0
+        return (len(self._fps_window) - 1) / max(self._fps_window[-1] - self._fps_window[0], 1e-6)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for slot in (self._captured, self._tracked, self._rendered):
+            slot.close()
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=5)
+        self.stats.ended = self.stats.ended or time.perf_counter()
+        # Frames overtaken by a newer one in a mailbox (never shown), plus those the source
+        # delivered while the reader was too late for them.
+        self.stats.late = getattr(self.source, "skipped", 0)
+        self.stats.dropped = sum(s.dropped for s in (self._captured, self._tracked, self._rendered)) + self.stats.late
+
+
+# -- the shown picture ------------------------------------------------------------------------
+
+FACE_MESSAGES = {"lost": "face lost: holding last pose", "none": "no face in view: avatar's own pose"}
+
+
+def compose_view(frame: Frame, fps: float, display_size: int, side_by_side: bool = False,
+                 overlay: bool = True) -> np.ndarray:
+    """The picture shown for ``frame``: the rendering at ``display_size`` px (the driver beside
+    it with ``side_by_side``), with fps, latency and face state written on it. (H, W, 3) RGB."""
+    view = cv2.resize(frame.rendered, (display_size, display_size), interpolation=cv2.INTER_LINEAR)
+    if side_by_side:
+        h, w = frame.image.shape[:2]
+        driver = cv2.resize(frame.image, (max(2, round(w * display_size / h)), display_size),
+                            interpolation=cv2.INTER_AREA)
+        view = np.concatenate([driver, view], axis=1)
+    if overlay:
+        latency = (time.perf_counter() - frame.captured) * 1000
+        lines = [f"{fps:4.1f} fps  {latency:3.0f} ms"]
+        if frame.face in FACE_MESSAGES:
+            lines.append(FACE_MESSAGES[frame.face])
+        view = np.ascontiguousarray(view)
+        for i, text in enumerate(lines):
+            y = 18 + 18 * i
+            cv2.putText(view, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(view, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                        (255, 80, 80) if i else (255, 255, 255), 1, cv2.LINE_AA)
+    return view

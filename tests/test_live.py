@@ -1,0 +1,204 @@
+"""`talkinghead live` on a video file standing in for a camera: bounded runs, frame dropping
+under a slowed renderer, the last good pose held when the face is lost, a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from talkinghead.cli import main
+from talkinghead.infer.live import LatestSlot, LiveDriver, LivePipeline
+
+DRIVER_CLIP = "clips/eamm_disgusted.mp4"  # 256×256, 25 fps, one talking face, with audio
+
+
+@pytest.fixture(scope="module")
+def driver_clip(shared_faces):
+    return shared_faces / DRIVER_CLIP
+
+
+@pytest.fixture(scope="module")
+def live_avatar(tmp_path_factory):
+    """An FF avatar of scikit-image's astronaut on the bundled model (built once)."""
+    from skimage import data
+
+    from talkinghead.infer.avatar import Avatar
+    from talkinghead.infer.bundled import BUNDLED_CHECKPOINT
+
+    avatar = Avatar.from_images([data.astronaut()], BUNDLED_CHECKPOINT, finetune_steps=0, device="cpu",
+                                progress=False)
+    return avatar.save(tmp_path_factory.mktemp("live") / "astronaut.avatar")
+
+
+def _face_then_blank(driver_clip, path, face_frames=20, blank_frames=25):
+    from talkinghead.data.video import read_frames, write_video
+
+    frames = list(read_frames(driver_clip, max_frames=face_frames))
+    frames += [np.full_like(frames[0], 90)] * blank_frames
+    write_video(path, frames, 25)
+    return path
+
+
+def test_slot_keeps_newest_and_counts_drops():
+    slot = LatestSlot()
+    for i in range(3):
+        slot.put(i)
+    assert slot.take() == 2 and slot.dropped == 2
+    assert slot.take(timeout=0.01) is None
+    slot.close()
+    assert slot.closed_and_empty
+
+
+def test_pipeline_drops_frames_when_renderer_is_slow():
+    """A 100 fps source and a 20 fps renderer: most frames must be dropped, and counted."""
+
+    def source():
+        for i in range(40):
+            time.sleep(0.01)
+            yield np.full((8, 8, 3), i, np.uint8)
+
+    def driver(image, t):
+        return np.full((68, 2), float(image[0, 0, 0])), "ok"
+
+    def renderer(landmarks):
+        time.sleep(0.05)
+        return np.full((4, 4, 3), int(landmarks[0, 0]), np.uint8)
+
+    pipeline = LivePipeline(source(), driver, renderer)
+    shown = [int(f.rendered[0, 0, 0]) for f in pipeline.frames()]
+    stats = pipeline.stats
+    assert stats.captured == 40
+    assert 3 <= stats.shown <= 20 and stats.dropped >= 20
+    assert stats.shown + stats.dropped == stats.captured
+    assert shown == sorted(shown) and shown[-1] == 39  # newest frames win; the last is shown
+    assert all(0 <= ms < 1000 for ms in stats.latencies_ms)
+
+
+def test_pipeline_reraises_a_stage_error():
+    def driver(image, t):
+        raise RuntimeError("tracker broke")
+
+    pipeline = LivePipeline(iter([np.zeros((4, 4, 3), np.uint8)] * 3), driver, lambda l: l)
+    with pytest.raises(RuntimeError, match="tracker broke"):
+        list(pipeline.frames())
+
+
+def test_driver_holds_last_good_pose_when_face_is_lost(driver_clip):
+    from talkinghead.data.landmarks import get_detector
+    from talkinghead.data.video import read_frames
+
+    avatar_marks = np.load(_bundled_track())[0]
+    driver = LiveDriver(avatar_marks, get_detector("dlib"))
+    blank = np.full((256, 256, 3), 90, np.uint8)
+    marks, state = driver(blank, 0.0)
+    assert state == "none" and np.allclose(marks, avatar_marks)  # no face yet: the avatar's own pose
+    frames = read_frames(driver_clip, max_frames=6)
+    for t, image in enumerate(frames):
+        marks, state = driver(image, 0.04 * (t + 1))
+        assert state == "ok" and marks.shape == (68, 2)
+    confirmed = driver.last_confirmed.copy()  # the last pose the detector verified
+    states = []
+    for t in range(6):
+        held, state = driver(blank, 1.0 + 0.04 * t)
+        states.append(state)
+        if state == "lost":
+            assert np.array_equal(held, confirmed)
+    # noticed within the verification period (3 frames), then held
+    assert states[3:] == ["lost"] * 3, states
+    assert driver.lost_frames >= 4
+    again, state = driver(frames[-1], 2.0)
+    assert state == "ok"
+
+
+def _bundled_track():
+    from talkinghead.infer.bundled import ASSETS
+
+    return ASSETS / "demo_track.npy"
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_live_cli_runs_bounded_frames_and_records(driver_clip, live_avatar, tmp_path, capsys, backend):
+    from talkinghead.data.video import read_frames
+
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime", reason='live --onnx needs the [app] extra: pip install -e ".[test]"')
+    out = tmp_path / "live.mp4"
+    code = main(["live", "--avatar", str(live_avatar), "--video", str(driver_clip), "--no-window",
+                 "--max-frames", "30", "--display-size", "128", "-o", str(out)] + (["--onnx"] if backend == "onnx" else []))
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "30 frames captured" in text
+    written = int(re.search(r"wrote .*: (\d+) frames", text).group(1))
+    frames = read_frames(out)
+    # How many of the 30 are shown depends on the machine's speed; every shown one is recorded
+    # unless the encoder was busy.
+    assert 1 <= len(frames) == written <= 30 and frames.shape[1:] == (128, 128, 3)
+    assert frames.std() > 10  # a rendered face, not a blank picture
+
+
+def test_live_cli_counts_dropped_frames_with_slow_renderer(driver_clip, live_avatar, capsys):
+    code = main(["live", "--avatar", str(live_avatar), "--video", str(driver_clip), "--no-window",
+                 "--max-frames", "30", "--render-delay", "150"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    found = re.search(r"(\d+) frames captured(?: \(\+(\d+) [^)]*\))?, (\d+) shown, (\d+) dropped", text)
+    captured, late, shown, dropped = (int(v or 0) for v in found.groups())
+    assert captured == 30 and shown <= 12 and dropped >= 15, text
+    assert shown + dropped == captured + late, text  # every frame is either shown or counted as dropped
+
+
+def test_live_cli_holds_last_pose_and_says_so(driver_clip, live_avatar, tmp_path, capsys):
+    clip = _face_then_blank(driver_clip, tmp_path / "face_then_blank.mp4")
+    code = main(["live", "--avatar", str(live_avatar), "--video", str(clip), "--no-window", "--max-frames", "45"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out
+    assert "face lost: holding last pose" in captured.err
+    assert "held the last good pose" in captured.out
+
+
+def test_live_cli_rejects_bad_input(tmp_path, capsys):
+    assert main(["live", "--source", str(tmp_path / "missing.jpg"), "--video", "x.mp4", "--no-window",
+                 "--max-frames", "3", "-o", str(tmp_path / "o.avi")]) == 2
+    assert "must be an .mp4" in capsys.readouterr().err
+
+
+def test_live_ctrl_c_ends_cleanly(driver_clip, live_avatar, tmp_path):
+    out = tmp_path / "live.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "talkinghead.cli", "live", "--avatar", str(live_avatar),
+                             "--video", str(driver_clip), "--loop", "--no-window", "--display-size", "128",
+                             "--serve", "0", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = proc.stdout.readline()  # "serving the live avatar at http://..." once running
+        assert "serving the live avatar at http://127.0.0.1:" in line, proc.stderr.read()
+        url = line.split(" at ")[1].split()[0]
+        from urllib.request import urlopen
+
+        jpeg = urlopen(url + "frame.jpg", timeout=20).read()  # a rendered frame is being served
+        assert jpeg[:2] == b"\xff\xd8"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    assert "frames captured" in stdout
+    from talkinghead.data.video import read_frames
+
+    assert len(read_frames(out)) > 0  # the recording was finished, not left half-written
+
+
+def test_live_cli_missing_camera_is_one_line(live_avatar, capsys):
+    code = main(["live", "--avatar", str(live_avatar), "--camera", "63", "--no-window", "--max-frames", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: camera 63: cannot be opened" in err and "Traceback" not in err

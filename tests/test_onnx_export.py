@@ -1,0 +1,61 @@
+"""ONNX export of an avatar's renderer, checked against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from talkinghead.cli import main
+
+onnx = pytest.importorskip("onnx", reason='ONNX tests need the [app] extra: pip install -e ".[test]"')
+pytest.importorskip("onnxruntime", reason='ONNX tests need the [app] extra: pip install -e ".[test]"')
+
+
+@pytest.fixture(scope="module")
+def avatar_file(tmp_path_factory):
+    from skimage import data
+
+    from talkinghead.infer.avatar import Avatar
+    from talkinghead.infer.bundled import BUNDLED_CHECKPOINT
+
+    avatar = Avatar.from_images([data.astronaut()], BUNDLED_CHECKPOINT, finetune_steps=0, device="cpu",
+                                progress=False)
+    return avatar.save(tmp_path_factory.mktemp("onnx") / "astronaut.avatar")
+
+
+def test_onnx_matches_pytorch_with_both_inputs(avatar_file, tmp_path):
+    import torch
+
+    from talkinghead.infer.avatar import Avatar
+    from talkinghead.infer.onnx_export import OnnxRenderer, _test_inputs, export_onnx, verify_onnx
+
+    avatar = Avatar.load(avatar_file, device="cpu")
+    path = export_onnx(avatar, tmp_path / "a.onnx")
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["sketches", "landmarks"]
+    runtime = OnnxRenderer(path)
+    sketches, landmarks = _test_inputs(avatar, 3, seed=1)  # batch 3: the batch axis is dynamic
+    with torch.inference_mode():
+        expected = avatar.renderer()(sketches, landmarks).numpy()
+    got = runtime(sketches.numpy(), landmarks.numpy())
+    assert got.shape == (3, 3, avatar.size, avatar.size)
+    assert np.abs(got - expected).max() <= 1e-3
+    assert got.std() > 0.1  # a picture, not a constant
+    check = verify_onnx(avatar, path, frames=4)
+    assert check["max_abs_diff"] <= 1e-3 and check["torch_fps"] > 0 and check["onnxruntime_fps"] > 0
+
+
+def test_export_onnx_cli(avatar_file, tmp_path, capsys):
+    out = tmp_path / "astronaut.onnx"
+    assert main(["export", "--onnx", str(avatar_file), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "(ok)" in text and "frames/s" in text
+    assert out.is_file() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_export_onnx_cli_bad_input(avatar_file, tmp_path, capsys):
+    assert main(["export", "--onnx", str(avatar_file), "-o", str(tmp_path / "a.bin")]) == 2
+    assert "must be an .onnx file" in capsys.readouterr().err
+    assert main(["export", "--onnx", str(tmp_path / "missing.avatar"), "-o", str(tmp_path / "a.onnx")]) == 2
+    assert "missing.avatar: avatar file not found" in capsys.readouterr().err
+    assert not (tmp_path / "a.onnx").exists()
