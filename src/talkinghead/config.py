@@ -47,6 +47,10 @@ class ModelConfig:
     #: the person's real pixels (sharp, identity-true); G synthesises what it cannot (mouth
     #: interior, disocclusions) and fixes its seams. False: the paper's G, every pixel synthesised.
     warp_guidance: bool = False
+    #: Warp-guided G only: also add a learned correction to the warped shot, out = α·(warped + Δ)
+    #: + (1 − α)·synthesised. Without it (the first warp-guided model) α saturated at 1 in
+    #: meta-learning and G copied the warp: with α ≈ 1 neither branch gets a gradient.
+    warp_correction: bool = False
 
     def validate(self) -> None:
         if self.image_size % (2 ** self.gen_downsamples):
