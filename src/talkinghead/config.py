@@ -60,6 +60,10 @@ class ModelConfig:
     #: the person's real pixels (sharp, identity-true); G synthesises what it cannot (mouth
     #: interior, disocclusions) and fixes its seams. False: the paper's G, every pixel synthesised.
     warp_guidance: bool = False
+    #: Warp-guided G only: also add a learned correction to the warped shot, out = α·(warped + Δ)
+    #: + (1 − α)·synthesised. Without it (the first warp-guided model) α saturated at 1 in
+    #: meta-learning and G copied the warp: with α ≈ 1 neither branch gets a gradient.
+    warp_correction: bool = False
     #: Spectral normalisation on G's projection P (paper: yes, every layer). False: plain
     #: linear P with small initial entries (``tiny``/``small``, the bundled model).
     projection_spectral_norm: bool = True

@@ -16,7 +16,8 @@ so the wide layers live at low resolution and full resolution stays at ``base`` 
 With ``model.warp_guidance`` (not in the paper) G also takes a *guide*: the nearest shot
 warped onto the target landmarks and its trust mask (:func:`talkinghead.data.warp.warp_guide`),
 concatenated with the sketch at the input, and its output layer adds a blend logit:
-``out = α·warped + (1 − α)·synthesised`` with ``α = sigmoid(logit + GUIDE_BLEND_BIAS)``. The
+``out = α·warped + (1 − α)·synthesised`` with ``α = sigmoid(logit + GUIDE_BLEND_BIAS)``;
+with ``model.warp_correction`` a bounded correction Δ is added to the warped shot first. The
 bias makes a fresh G start close to the warp, so meta-learning begins at the classical warp's
 quality and learns where to replace it.
 """
@@ -43,6 +44,8 @@ from talkinghead.models.blocks import (
 PROJECTION_INIT_GAIN = 0.1
 #: Offset of the warp-guided G's blend logit: α ≈ 0.88 for a fresh G (mostly the warped shot).
 GUIDE_BLEND_BIAS = 2.0
+#: Largest correction (model.warp_correction) added to the warped shot, in [-1, 1] image units.
+CORRECTION_SCALE = 0.5
 #: Channels of the guide: warped shot (3) and trust mask (1).
 GUIDE_CHANNELS = 4
 
@@ -76,6 +79,7 @@ class Generator(nn.Module):
         n = cfg.gen_downsamples
 
         self.warp_guidance = cfg.warp_guidance
+        self.warp_correction = cfg.warp_guidance and cfg.warp_correction
         # Encoder: level l-1 -> l, affine (non-adaptive) instance norm.
         down: list[nn.Module] = []
         size, cin = cfg.image_size, 3 + (GUIDE_CHANNELS if cfg.warp_guidance else 0)
@@ -98,7 +102,8 @@ class Generator(nn.Module):
             if size in decoder_attention:
                 self.up_attention[str(i)] = SelfAttention(widths[level - 1], spectral)
         self.out_norm = AdaIN(widths[0])
-        self.out_conv = conv3x3(widths[0], 4 if cfg.warp_guidance else 3, spectral)
+        out_channels = 3 + (1 if cfg.warp_guidance else 0) + (3 if self.warp_correction else 0)
+        self.out_conv = conv3x3(widths[0], out_channels, spectral)
 
         #: psi entries consumed by each adaptive block, in forward order.
         self.psi_sizes = [m.psi_size for m in self._adaptive_blocks()]
@@ -152,5 +157,8 @@ class Generator(nn.Module):
         x = self.out_conv(F.relu(self.out_norm(x, next(chunks))))
         if guide is None:
             return torch.tanh(x)
-        alpha = torch.sigmoid(x[:, 3:] + GUIDE_BLEND_BIAS)  # (B, 1, S, S)
-        return alpha * guide[:, :3].to(x.dtype) + (1 - alpha) * torch.tanh(x[:, :3])
+        alpha = torch.sigmoid(x[:, 3:4] + GUIDE_BLEND_BIAS)  # (B, 1, S, S)
+        warped = guide[:, :3].to(x.dtype)
+        if self.warp_correction:  # Δ keeps a gradient where α saturates at 1
+            warped = (warped + CORRECTION_SCALE * torch.tanh(x[:, 4:7])).clamp(-1, 1)
+        return alpha * warped + (1 - alpha) * torch.tanh(x[:, :3])
