@@ -2,6 +2,7 @@
 
     python benchmarks/train.py                       # CPU: tiny and small (paper: 1 step)
     python benchmarks/train.py --device cuda --presets small paper --batch 8 16 --amp both
+    python benchmarks/train.py --presets small --no-face --set model.warp_guidance=true model.image_size=256
 
 Times the real training step (``talkinghead.train.meta.meta_step``: E+G update and two D
 updates) on random tensors of the right shapes, so data loading is excluded (the loader runs
@@ -39,8 +40,13 @@ def gpu_peak() -> float | None:
 
 
 def make_batch(cfg, batch: int, device) -> dict:
+    from talkinghead.data.warp import TEMPLATE_68
+
     s, k = cfg.model.image_size, cfg.train.shots
+    face = torch.tensor(TEMPLATE_68 * s, dtype=torch.float32, device=device)
     return {
+        "landmarks": face + torch.randn(batch, k, 68, 2, device=device),  # for warp guidance
+        "target_landmarks": face + torch.randn(batch, 68, 2, device=device),
         "frames": torch.randn(batch, k, 3, s, s, device=device).clamp_(-1, 1),
         "sketches": torch.randn(batch, k, 3, s, s, device=device).clamp_(-1, 1),
         "target": torch.randn(batch, 3, s, s, device=device).clamp_(-1, 1),
@@ -50,9 +56,9 @@ def make_batch(cfg, batch: int, device) -> dict:
 
 
 def bench(preset: str, batch: int, device: torch.device, amp: bool, steps: int, face: bool,
-          compile_: bool) -> dict:
+          compile_: bool, overrides: list[str] = ()) -> dict:
     cfg = get_preset(preset).override([f"train.amp={amp}", f"train.batch_size={batch}"]
-                                      + ([] if face else ["loss.face=0"]))
+                                      + ([] if face else ["loss.face=0"]) + list(overrides))
     torch.manual_seed(0)
     E, G, D = (m.to(device) for m in build_models(cfg.model, num_videos=16))
     render = RenderFromEmbedding(G)
@@ -69,7 +75,8 @@ def bench(preset: str, batch: int, device: torch.device, amp: bool, steps: int, 
     # FLOPs: one G forward (batch 1) and one full step.
     s = cfg.model.image_size
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        G(torch.zeros(1, 3, s, s, device=device), torch.zeros(G.psi_size, device=device))
+        guide = torch.zeros(1, 4, s, s, device=device) if cfg.model.warp_guidance else None
+        G(torch.zeros(1, 3, s, s, device=device), torch.zeros(G.psi_size, device=device), guide)
     g_flops = fc.get_total_flops()
     with FlopCounterMode(display=False) as fc:
         step()
@@ -88,7 +95,7 @@ def bench(preset: str, batch: int, device: torch.device, amp: bool, steps: int, 
     dt = (time.perf_counter() - t0) / steps
     mem = (torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda"
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-    return {"preset": preset, "batch": batch, "K": cfg.train.shots, "amp": amp and device.type == "cuda",
+    return {"preset": f"{preset} {s}px" + (" warp-guided" if cfg.model.warp_guidance else ""), "batch": batch, "K": cfg.train.shots, "amp": amp and device.type == "cuda",
             "face": cfg.loss.face > 0, "step_s": dt, "images_s": batch / dt, "g_gflops": g_flops / 1e9,
             "step_gflops": step_flops / 1e9, "tflops": step_flops / dt / 1e12, "mem_gib": mem}
 
@@ -102,6 +109,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--no-face", action="store_true", help="without the face-network content term")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="config overrides, e.g. model.warp_guidance=true model.image_size=256")
     args = ap.parse_args()
     device = torch.device(args.device)
     cpu = device.type == "cpu"
@@ -118,7 +127,7 @@ def main() -> None:
         for batch in batches:
             for amp in amps:
                 steps = args.steps or (2 if cpu else 10)
-                r = bench(preset, batch, device, amp, steps, not args.no_face, args.compile)
+                r = bench(preset, batch, device, amp, steps, not args.no_face, args.compile, args.set)
                 util = f"| {100 * r['tflops'] / peak:.1f} " if peak else ""
                 print(f"| {r['preset']} | {r['batch']} | {r['K']} | {'bf16' if r['amp'] else 'fp32'} | "
                       f"{'on' if r['face'] else 'off'} | {r['step_s']:.3f} | {r['images_s']:.1f} | "
