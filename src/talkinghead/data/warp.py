@@ -109,6 +109,27 @@ def _pixel_grid(size: int, dtype, device, resolution: int | None = None) -> Tens
     return torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])
 
 
+def _det3(m: Tensor) -> Tensor:
+    """Determinants of (..., 3, 3) matrices, written out: ONNX has no general det/inverse."""
+    return (m[..., 0, 0] * (m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1])
+            - m[..., 0, 1] * (m[..., 1, 0] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 0])
+            + m[..., 0, 2] * (m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0]))
+
+
+def _inverse3(m: Tensor) -> Tensor:
+    """Inverses of invertible (..., 3, 3) matrices by the adjugate."""
+    rows = []
+    for i in range(3):
+        row = []
+        for j in range(3):  # cofactor C[j, i] (transposed: the adjugate)
+            r = [k for k in range(3) if k != j]
+            c = [k for k in range(3) if k != i]
+            minor = m[..., r[0], c[0]] * m[..., r[1], c[1]] - m[..., r[0], c[1]] * m[..., r[1], c[0]]
+            row.append(minor if (i + j) % 2 == 0 else -minor)
+        rows.append(torch.stack(row, -1))
+    return torch.stack(rows, -2) / _det3(m)[..., None, None]
+
+
 def _triangle_maps(source: Tensor, target: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Per triangle of the target: (B, T, 3, 3) to barycentric, (B, T, 2, 3) barycentric → source
     point, (B, T) whether it is usable (not degenerate)."""
@@ -120,12 +141,12 @@ def _triangle_maps(source: Tensor, target: Tensor, size: int) -> tuple[Tensor, T
     dst = control_points(target.double(), size)[:, tris]
     ones = torch.ones(*dst.shape[:-1], 1, dtype=dst.dtype, device=dst.device)
     corners = torch.cat([dst, ones], -1).transpose(-1, -2)  # (B, T, 3, 3): columns (x, y, 1)
-    det = torch.linalg.det(corners)
+    det = _det3(corners)
     # A triangle is used only if it keeps the mean face's orientation: where landmarks cross
     # (a closed mouth's inner lips, noisy points) a folded triangle would cover its neighbours.
     usable = (det * torch.from_numpy(TEMPLATE_ORIENTATION).to(det)) > 1e-3  # 2 × area, in px²
     eye = torch.eye(3, dtype=dst.dtype, device=dst.device)
-    to_bary = torch.linalg.inv(torch.where(usable[..., None, None], corners, eye))  # (B, T, 3, 3)
+    to_bary = _inverse3(torch.where(usable[..., None, None], corners, eye))  # (B, T, 3, 3)
     affine = src.transpose(-1, -2) @ to_bary  # (B, T, 2, 3): barycentric → source point
     return to_bary.float(), affine.float(), usable
 
