@@ -60,7 +60,14 @@ def test_bundled_model_draws_a_face_not_noise(bundled):
     found, marks, error = results["bundled"]
     assert found and float(nme(marks, avatar.landmarks)[0]) < 0.15
     assert error < 0.95 * mean_colour_error
-    assert not results["random"][0] and results["random"][2] > mean_colour_error
+    random_found, _, random_error = results["random"]
+    print(f"bundled error {error:.2f}, random {random_error:.2f}, mean colour {mean_colour_error:.2f}")
+    if bundled.config.model.warp_guidance:
+        # A random warp-guided G passes most of the warped shot through, with noise on top; the
+        # trained one must be much closer to the photo.
+        assert error < 0.5 * random_error
+    else:  # a random paper G draws noise
+        assert not random_found and random_error > mean_colour_error
 
 
 def test_demo_cli_writes_video_and_strip(tmp_path, capsys):
