@@ -36,10 +36,10 @@ EPILOG = """pipeline:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line (``talkinghead animate: error: argument --fps: ...``), exit 2."""
+    """Usage errors as one line like every other error (``error: argument --fps: ...``), exit 2."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -434,7 +434,8 @@ def write_preview(path: Path, strips: list[tuple[str, list[np.ndarray]]], column
         for j, th in enumerate(thumbs[:PREVIEW_PER_CLIP]):
             canvas[y + label_h:y + label_h + PREVIEW_THUMB, x + j * PREVIEW_THUMB:x + (j + 1) * PREVIEW_THUMB] = th
     with atomic_path(path) as tmp:
-        cv2.imwrite(str(tmp), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):  # OpenCV does not raise
+            raise TalkingHeadError(f"{path}: could not write the preview (disk full?)")
 
 
 # -- the run ----------------------------------------------------------------------------------
