@@ -27,6 +27,7 @@ from talkinghead.config import get_preset
 from talkinghead.models import build_models
 from talkinghead.train.meta import RenderFromEmbedding, meta_step
 from talkinghead.train.steps import build_content_loss
+from talkinghead.train.trainer import OptimizerPair, build_optimizers
 
 #: Dense bf16 tensor-core peaks (TFLOP/s), for the utilisation column.
 PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -61,16 +62,18 @@ def bench(preset: str, batch: int, device: torch.device, amp: bool, steps: int, 
                                       + ([] if face else ["loss.face=0"]) + list(overrides))
     torch.manual_seed(0)
     E, G, D = (m.to(device) for m in build_models(cfg.model, num_videos=16))
-    render = RenderFromEmbedding(G)
+    render, d_step, raw_d = RenderFromEmbedding(G), D, D
     if compile_:
-        E, render = torch.compile(E), torch.compile(render)
-    opt_g = torch.optim.Adam(list(E.parameters()) + list(G.parameters()), lr=5e-5, betas=(0.0, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.0, 0.999))
+        E, render, d_step, raw_d = (torch.compile(m) for m in (E, render, D, D))
+    opts = build_optimizers(E, G, D, cfg, device)
+    opt_g, opt_d = opts["g"], OptimizerPair(opts["d"], opts["w"])
     content = build_content_loss(cfg.loss, device)
     data = make_batch(cfg, batch, device)
+    # the paper preset's D steps after the first score fresh episodes (same shapes, same cost)
+    extra = (data,) * (cfg.train.disc_steps - 1) if cfg.train.disc_fresh_batches else ()
 
     def step():
-        meta_step(data, E, render, D, D, opt_g, opt_d, content, cfg, device)
+        meta_step(data, E, render, d_step, raw_d, opt_g, opt_d, content, cfg, device, disc_batches=extra)
 
     # FLOPs: one G forward (batch 1) and one full step.
     s = cfg.model.image_size

@@ -297,3 +297,28 @@ def test_ddp_sigterm_to_one_rank_stops_both_at_the_same_step(synthetic_dataset, 
     results = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [r[1][-1500:] for r in results]
     assert load_checkpoint(out / "latest.safetensors").step == step + 2
+
+
+def test_resume_from_a_checkpoint_with_one_optimizer_for_all_of_D(synthetic_dataset, tmp_path):
+    """Checkpoints written before W had its own (sparse) optimiser hold one Adam over all of D;
+    such a run resumes, W's moments moving to the new optimiser."""
+    from talkinghead.checkpoint import load_networks, save_checkpoint
+    from talkinghead.models import build_models
+
+    first = load_checkpoint(train_meta(synthetic_dataset, tmp_path / "new", _config(1, 1), progress=False))
+    E, G, D = build_models(first.config.model, num_videos=len(first.videos))
+    load_networks(first, {"E": E, "G": G, "D": D})
+    opt_g = torch.optim.Adam(list(E.parameters()) + list(G.parameters()))
+    opt_d = torch.optim.Adam(D.parameters())
+    for p in [*E.parameters(), *G.parameters(), *D.parameters()]:
+        p.grad = torch.ones_like(p)
+    opt_g.step()
+    opt_d.step()
+    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    legacy = save_checkpoint(tmp_path / "old" / "checkpoints" / "step_0000001.safetensors", first.config,
+                             {"E": E, "G": G, "D": D}, 1, optimizers={"g": opt_g, "d": opt_d}, videos=first.videos,
+                             extra={"world_size": 1})
+    resumed = load_checkpoint(train_meta(synthetic_dataset, tmp_path / "old", _config(2, 1), resume=legacy,
+                                         progress=False))
+    assert resumed.step == 2 and "optim.w" in resumed.meta
+    assert resumed.tensors["optim.w.0.exp_avg_sq"].shape == D.W.shape

@@ -252,8 +252,14 @@ class EpisodeDataset(Dataset):
 
 def worker_init(_worker_id: int) -> None:
     """DataLoader workers decode with one OpenCV thread each: N workers × all-core OpenCV pools
-    oversubscribe the CPU and slow every worker down."""
+    oversubscribe the CPU and slow every worker down. They ignore Ctrl-C and SIGTERM (sent to
+    the whole process group): the training process stops at a step boundary and then shuts
+    them down; a worker killed first would fail the batches still in flight."""
+    import signal
+
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def default_num_workers(local_world_size: int = 1) -> int:

@@ -521,9 +521,3 @@ class FaceFeatures(nn.Module):
         if self.layers is None:
             return feats
         return [feats[i] for i in self.layers]
-
-
-def load_face_features(path: str | os.PathLike | None = None, **kwargs) -> FaceFeatures | None:
-    """:class:`FaceFeatures` over :func:`load_dlib_face_resnet`, or ``None`` (one warning)."""
-    net = load_dlib_face_resnet(path)
-    return None if net is None else FaceFeatures(net, **kwargs)

@@ -17,11 +17,21 @@ variances of large activations overflow fp16 and lose precision in bf16.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
+
+
+def autocast_off(device_type: str):
+    """A block with autocast disabled (a no-op on devices without autocast, e.g. ``meta``,
+    on which benchmarks count FLOPs)."""
+    if device_type in ("cuda", "cpu", "xpu", "mps"):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class FP32SpectralNorm(_SpectralNorm):
@@ -33,7 +43,7 @@ class FP32SpectralNorm(_SpectralNorm):
     """
 
     def forward(self, weight: Tensor) -> Tensor:
-        with torch.autocast(device_type=weight.device.type, enabled=False):
+        with autocast_off(weight.device.type):
             return super().forward(weight.float()).to(weight.dtype)
 
 
@@ -122,7 +132,7 @@ class SelfAttention(nn.Module):
         q = self.query(x).flatten(2).transpose(1, 2)  # (B, HW, C/8)
         k = F.max_pool2d(self.key(x), 2).flatten(2).transpose(1, 2)  # (B, HW/4, C/8)
         v = F.max_pool2d(self.value(x), 2).flatten(2).transpose(1, 2)  # (B, HW/4, C/2)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x.device.type):
             attended = F.scaled_dot_product_attention(
                 q[:, None].float(), k[:, None].float(), v[:, None].float()
             )[:, 0]  # (B, HW, C/2)

@@ -115,6 +115,18 @@ def _publish_latest(run_dir: Path, ckpt: Path, keep: int) -> None:
         path.unlink(missing_ok=True)
 
 
+def episode_loader(dataset: EpisodeDataset, config: Config, info: DistInfo, start: int = 0) -> DataLoader:
+    """The training DataLoader: this rank's shard of every epoch from item ``start`` on, uint8
+    episodes, pinned memory on CUDA, ``train.num_workers`` workers (-1: from the cores)."""
+    tc = config.train
+    workers = tc.num_workers if tc.num_workers >= 0 else default_num_workers(info.local_world_size)
+    sampler = EpisodeSampler(len(dataset), seed=tc.seed, rank=info.rank, world_size=info.world_size, start=start)
+    return DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=info.device.type == "cuda",
+                      prefetch_factor=2 if workers > 0 else None,
+                      worker_init_fn=worker_init if workers > 0 else None)
+
+
 class Trainer:
     """Meta-learning of E, G and D on one data set, in one process or as one DDP rank.
 
@@ -219,14 +231,8 @@ class Trainer:
         return 1 + (max(tc.disc_steps - 1, 0) if tc.disc_fresh_batches else 0)
 
     def _loader(self) -> DataLoader:
-        tc, info = self.config.train, self.info
-        workers = tc.num_workers if tc.num_workers >= 0 else default_num_workers(info.local_world_size)
-        sampler = EpisodeSampler(len(self.dataset), seed=tc.seed, rank=info.rank, world_size=info.world_size,
-                                 start=self.step * self.batches_per_step * tc.batch_size)
-        return DataLoader(self.dataset, batch_size=tc.batch_size, sampler=sampler, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=info.device.type == "cuda",
-                          prefetch_factor=2 if workers > 0 else None,
-                          worker_init_fn=worker_init if workers > 0 else None)
+        return episode_loader(self.dataset, self.config, self.info,
+                              start=self.step * self.batches_per_step * self.config.train.batch_size)
 
     def _wrapped(self):
         """(E, render, D, raw D) as the step uses them: DDP replicas, compiled if asked."""
