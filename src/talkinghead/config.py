@@ -41,6 +41,12 @@ class ModelConfig:
     disc_downsamples: int = 6
     #: Spectral normalisation in G, E and D, as in the paper.
     spectral_norm: bool = True
+    #: Warp-guided G (not in the paper): besides the target sketch, G receives the K shot nearest
+    #: in pose warped onto the target landmarks (piecewise-affine, :mod:`talkinghead.data.warp`)
+    #: with its trust mask, and outputs a blend α·warped + (1 − α)·synthesised. The warp keeps
+    #: the person's real pixels (sharp, identity-true); G synthesises what it cannot (mouth
+    #: interior, disocclusions) and fixes its seams. False: the paper's G, every pixel synthesised.
+    warp_guidance: bool = False
 
     def validate(self) -> None:
         if self.image_size % (2 ** self.gen_downsamples):

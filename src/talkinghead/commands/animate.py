@@ -40,6 +40,8 @@ def add_parser(sub) -> None:
     p.set_defaults(mode="relative")
     p.add_argument("--reference", default="first",
                    help="driver's neutral frame for relative mode: 'first', 'best' (closest pose) or an index")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="use the driving landmarks as detected (default: One-Euro smoothed against jitter)")
     p.add_argument("--side-by-side", action="store_true", help="driver | landmarks | result")
     p.add_argument("--paste-back", action="store_true", help="paste the rendered face into the full source image")
     p.add_argument("--fps", type=float, default=None, help="output fps (default: the driver's; 25 for .npy)")
@@ -76,7 +78,7 @@ def run(args) -> int:
         raise TalkingHeadError(f"--reference {args.reference!r}: use 'first', 'best' or a frame index")
     summary = animate_to_video(avatar, track, args.output, mode=args.mode, reference=reference,
                                side_by_side=args.side_by_side, paste=args.paste_back,
-                               batch_size=args.batch_size, fps=args.fps)
+                               batch_size=args.batch_size, fps=args.fps, smooth=not args.no_smooth)
     lost = f", face lost in {summary['lost']} frames (held)" if summary["lost"] else ""
     print(f"wrote {summary['output']}: {summary['frames']} frames at {summary['fps']:g} fps{lost}")
     return 0

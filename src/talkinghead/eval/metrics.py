@@ -194,3 +194,54 @@ def nme_of_images(generated_images: np.ndarray, driving_landmarks: np.ndarray, d
     mean, excluded = mean_nme(per_frame)
     rate = float(found.mean()) if len(found) else float("nan")
     return LandmarkScore(per_frame, mean, excluded, found, rate, found_lm)
+
+
+#: Side (px) to which face boxes are resampled before the sharpness measure.
+SHARPNESS_SIZE = 96
+
+
+def _face_box_crop(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The landmarks' bounding box (square, grown 10 %) cut from ``image``, grey, resampled to size²."""
+    lo, hi = np.nanmin(landmarks, 0), np.nanmax(landmarks, 0)
+    c, half = (lo + hi) / 2, max(hi - lo) * 0.55
+    x0, y0 = (c - half).round().astype(int)
+    x1, y1 = (c + half).round().astype(int)
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return np.zeros((size, size), np.float32)
+    grey = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def sharpness(image: np.ndarray, landmarks: np.ndarray, size: int = SHARPNESS_SIZE) -> float:
+    """Variance of the Laplacian over the face box of (H, W, 3) uint8 ``image`` (box from (68, 2)
+    ``landmarks``), resampled to ``size``²: high for crisp detail, low for a blurry face."""
+    return float(cv2.Laplacian(_face_box_crop(image, landmarks, size), cv2.CV_32F).var())
+
+
+def sharpness_ratio(generated: np.ndarray, real: np.ndarray, landmarks: np.ndarray) -> float:
+    """Sharpness of a generated frame ÷ that of the real target, both over the target's face box
+    (1 = as sharp as the real frame; a blurry rendering scores well below 1)."""
+    ref = sharpness(real, landmarks)
+    return sharpness(generated, landmarks) / ref if ref > 0 else float("nan")
+
+
+def landmark_acceleration(landmarks: np.ndarray) -> float:
+    """Mean |x[t+1] − 2x[t] + x[t−1]| of a (T, 68, 2) track over frames and points, in
+    inter-ocular distances (frames with missing landmarks are skipped)."""
+    marks = np.asarray(landmarks, np.float64)
+    if len(marks) < 3:
+        return float("nan")
+    acc = np.abs(marks[2:] - 2 * marks[1:-1] + marks[:-2]).mean(axis=(1, 2))
+    iod = np.linalg.norm(marks[:, RIGHT_EYE_OUTER] - marks[:, LEFT_EYE_OUTER], axis=-1)
+    scale = np.nanmedian(iod)
+    acc = acc[np.isfinite(acc)]
+    return float(acc.mean() / scale) if len(acc) and scale > 0 else float("nan")
+
+
+def jitter_ratio(output_landmarks: np.ndarray, driver_landmarks: np.ndarray) -> float:
+    """Mean frame-to-frame acceleration of the landmarks found on the output, divided by the
+    driver's: 1 = the output shakes as much as the driver moves; above 1 = added jitter."""
+    driver = landmark_acceleration(driver_landmarks)
+    return landmark_acceleration(output_landmarks) / driver if driver > 0 else float("nan")

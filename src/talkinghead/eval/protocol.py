@@ -3,11 +3,18 @@
 For every held-out video: K frames from the first half of its valid frames are the few shots,
 ``targets`` frames evenly spaced over the second half are the targets. Each target is rendered
 from its own landmarks by a feed-forward (FF) and a fine-tuned (FT) avatar built from the
-shots, and compared with the real frame. A "nearest source frame" baseline returns the shot
-whose landmarks are closest to the target's, unchanged: perfect identity, blind to motion.
+shots, and compared with the real frame. Two baselines need no learning: "nearest source"
+returns the shot whose landmarks are closest to the target's, unchanged (perfect identity,
+blind to motion); "warp" warps that shot onto the target's landmarks (piecewise-affine,
+:mod:`talkinghead.data.warp`) — the classical warp, as the paper compared with X2Face.
 
-Results are stored per (video, K) as JSON under ``out/per_video/``, so an interrupted run
-resumes where it stopped; a video that fails is reported and skipped.
+Besides the per-frame metrics, each method renders ``JITTER_FRAMES`` consecutive frames from
+the second half (driving landmarks smoothed as ``animate`` does) to measure temporal jitter.
+
+Results are stored per (video, K) as JSON under ``out/per_video/`` with a key of everything
+that determines them (the checkpoint's SHA-256, its fine-tuning settings, the protocol
+settings, the video's frames), so an interrupted run resumes where it stopped and a run with
+another checkpoint or settings recomputes; a video that fails is reported and skipped.
 """
 
 from __future__ import annotations
@@ -30,7 +37,14 @@ from talkinghead.infer.reenact import _normalised
 
 log = logging.getLogger(__name__)
 
-METHODS = ("nearest source", "FF", "FT")
+METHODS = ("nearest source", "warp", "FF", "FT")
+#: Methods whose temporal jitter is measured (nearest source jumps between shots by design).
+JITTER_METHODS = ("warp", "FF", "FT")
+#: Consecutive frames rendered per (video, K) for the jitter figure, and their assumed rate.
+JITTER_FRAMES = 24
+JITTER_FPS = 25.0
+#: Bumped whenever the protocol changes what a per-video result holds.
+PROTOCOL_VERSION = 2
 
 
 @dataclass
@@ -58,6 +72,29 @@ def select_frames(n_valid: int, shots: int, targets: int) -> tuple[np.ndarray, n
     shot_idx = np.linspace(0, half - 1, shots).round().astype(int)
     target_idx = np.linspace(half, n_valid - 1, targets).round().astype(int)
     return shot_idx, target_idx
+
+
+def jitter_frames(n_valid: int) -> np.ndarray:
+    """Up to ``JITTER_FRAMES`` consecutive indices at the start of the second half."""
+    half = n_valid // 2
+    return np.arange(half, min(n_valid, half + JITTER_FRAMES))
+
+
+def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int = 16) -> np.ndarray:
+    """The warp baseline: for each target (T, 68, 2), the nearest shot warped onto its landmarks
+    (background rigid) → (T, S, S, 3) uint8."""
+    from talkinghead.data.sketch import image_to_tensor, tensor_to_image
+    from talkinghead.data.warp import warp_guide
+
+    frames = torch.stack([image_to_tensor(c) for c in shots.crops])  # (K, 3, S, S)
+    marks = torch.from_numpy(np.asarray(shots.landmarks, np.float32))
+    out = []
+    for start in range(0, len(target_landmarks), batch):
+        chunk = torch.from_numpy(np.asarray(target_landmarks[start:start + batch], np.float32))
+        b = len(chunk)
+        guide = warp_guide(frames[None].expand(b, -1, -1, -1, -1), marks[None].expand(b, -1, -1, -1), chunk)
+        out.append(tensor_to_image(guide[:, :3]))
+    return np.concatenate(out)
 
 
 def load_samples(video: Video, indices: np.ndarray, size: int) -> VideoSamples:
@@ -93,11 +130,13 @@ class Scorer:
         self.identity = self.identity or FaceIdentity()
 
     def score(self, generated: np.ndarray, real: np.ndarray, landmarks: np.ndarray) -> dict[str, list[float]]:
-        from talkinghead.eval.metrics import PSNR_CAP, detect_landmarks_on_images, nme, psnr, ssim
+        from talkinghead.eval.metrics import PSNR_CAP, detect_landmarks_on_images, nme, psnr, sharpness_ratio, ssim
 
         detected, found = detect_landmarks_on_images(generated, landmarks, self.detector)
-        rows: dict[str, list[float]] = {"ssim": [], "psnr": [], "csim": [], "nme": [], "face_found": []}
+        rows: dict[str, list[float]] = {"ssim": [], "psnr": [], "csim": [], "nme": [], "face_found": [],
+                                        "sharpness": []}
         for g, r, lm, det, f in zip(generated, real, landmarks, detected, found):
+            rows["sharpness"].append(float(sharpness_ratio(g, r, lm)))
             rows["ssim"].append(float(ssim(g, r)))
             rows["psnr"].append(float(min(psnr(g, r), PSNR_CAP)))
             # Identity is measured on the face dlib finds in the generated frame; a frame without
@@ -107,6 +146,13 @@ class Scorer:
             rows["nme"].append(float(nme(det, lm)) if np.isfinite(det).all() else float("nan"))
             rows["face_found"].append(float(f))
         return rows
+
+    def jitter(self, generated: np.ndarray, driver_landmarks: np.ndarray) -> float:
+        """Landmark acceleration on ``generated`` (T, S, S, 3) ÷ the driver's (T, 68, 2)."""
+        from talkinghead.eval.metrics import detect_landmarks_on_images, jitter_ratio
+
+        detected, _ = detect_landmarks_on_images(generated, driver_landmarks, self.detector)
+        return float(jitter_ratio(detected, driver_landmarks))
 
 
 def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Scorer, size: int,
@@ -121,31 +167,54 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
     shot_idx, target_idx = picks
     source = load_samples(video, shot_idx, size)
     target = load_samples(video, target_idx, size)
-    outputs = {"nearest source": nearest_source(source, target.landmarks)}
+    run = load_samples(video, jitter_frames(len(video.frames)), size)
+    from talkinghead.infer.smoothing import smooth_landmarks
+
+    run_drive = smooth_landmarks(run.landmarks, JITTER_FPS)  # as `animate` drives by default
+    outputs = {"nearest source": nearest_source(source, target.landmarks),
+               "warp": classical_warp(source, target.landmarks)}
+    runs = {"warp": classical_warp(source, run_drive)}
     for method, steps in (("FF", 0), ("FT", settings.finetune_steps)):
         avatar = Avatar.from_crops(source.crops, source.landmarks, checkpoint, finetune_steps=steps,
                                    progress=False, seed=settings.seed, content_loss=content_loss)
         outputs[method] = avatar.animate(target.landmarks, progress=False)
+        runs[method] = avatar.animate(run_drive, progress=False)
         if method == "FT":
             ft_steps = avatar.finetune_steps
     results = {"video": video.key, "identity": video.identity, "shots": shots, "ft_steps": ft_steps,
                "targets": [int(i) for i in target_idx],
                "metrics": {m: scorer.score(outputs[m], target.crops, target.landmarks) for m in METHODS}}
+    for m in JITTER_METHODS:
+        results["metrics"][m]["jitter"] = [scorer.jitter(runs[m], run.landmarks)]
     examples = {"source": source.crops[0], "target": target.crops[0],
                 **{m: outputs[m][0] for m in METHODS}}
     return results, examples
+
+
+def result_key(checkpoint_sha256: str, config, settings: EvalSettings, video: Video, shots: int) -> str:
+    """SHA-256 of everything that determines one (video, K) result: a cached result is reused
+    only when the checkpoint, its fine-tuning settings, the protocol and the video are the same."""
+    import dataclasses
+    import hashlib
+
+    parts = {"protocol": PROTOCOL_VERSION, "checkpoint": checkpoint_sha256,
+             "train": config.to_dict()["train"], "loss": config.to_dict()["loss"],
+             "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "grid_examples"},
+             "video": video.key, "frames": [list(map(str, f)) for f in video.frames], "shots": shots}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, identities: list[str],
                    out_dir: str | os.PathLike, settings: EvalSettings, progress: bool = True) -> dict:
     """Evaluate a meta checkpoint on the given identities; write per-video JSON, report and grid."""
     from talkinghead.eval.report import describe_checkpoint, write_report
-    from talkinghead.train.checkpoint import load_checkpoint
+    from talkinghead.train.checkpoint import file_sha256, load_checkpoint
     from talkinghead.train.steps import build_content_loss
 
     out = ensure_writable_dir(out_dir)
     per_video = ensure_writable_dir(out / "per_video")
     ckpt = load_checkpoint(checkpoint)
+    checkpoint_sha = file_sha256(ckpt.path)  # once: the file may be gigabytes
     size = ckpt.config.model.image_size
     videos = load_videos(data_root, identities, min_frames=1)
     scorer = Scorer()
@@ -157,8 +226,9 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     for video, k in tqdm(jobs, desc="evaluating", unit="video×K", disable=not progress, dynamic_ncols=True):
         name = video.key.replace("/", "__") + f"__K{k}"
         path = per_video / f"{name}.json"
-        if path.is_file():
-            continue  # resumable: finished (video, K) pairs are not recomputed
+        key = result_key(checkpoint_sha, ckpt.config, settings, video, k)
+        if path.is_file() and _cached_key(path) == key:
+            continue  # resumable: finished (video, K) pairs with the same inputs are not recomputed
         try:
             results, ex = evaluate_video(video, ckpt, settings, scorer, size, k, content_loss=content)
         except TalkingHeadError as exc:
@@ -167,18 +237,28 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
             continue
         if k == middle_k:
             save_example_row(example_dir / f"{name}.png", ex)
-        atomic_write_text(path, json.dumps(results))
+        atomic_write_text(path, json.dumps({**results, "key": key}))
+    wanted = {result_key(checkpoint_sha, ckpt.config, settings, v, k) for v, k in jobs}
     rows = [json.loads(p.read_text()) for p in sorted(per_video.glob("*.json"))]
-    rows = [r for r in rows if r["shots"] in settings.shots and r["identity"] in set(identities)]
+    rows = [r for r in rows if r.get("key") in wanted]  # never another checkpoint's or setting's results
     if not rows:
         raise TalkingHeadError(f"{data_root}: no held-out video could be evaluated ({'; '.join(failures[:3])})")
-    examples = [np.asarray(Image.open(p)) for p in sorted(example_dir.glob(f"*__K{middle_k}.png"))]
-    return write_report(rows, examples[: settings.grid_examples], out, checkpoint=describe_checkpoint(ckpt),
+    current = {video.key.replace("/", "__") + f"__K{middle_k}.png" for video in videos}
+    examples = [np.asarray(Image.open(p)) for p in sorted(example_dir.glob(f"*__K{middle_k}.png"))
+                if p.name in current]
+    return write_report(rows, examples[: settings.grid_examples], out, checkpoint=describe_checkpoint(ckpt, checkpoint_sha),
                         failures=failures)
 
 
+def _cached_key(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("key")
+    except (OSError, ValueError):
+        return None  # unreadable or half-written by an older version: recompute
+
+
 def save_example_row(path: Path, example: dict[str, np.ndarray]) -> None:
-    """One grid row: source | target | nearest source | FF | FT."""
+    """One grid row: source | target | nearest source | warp | FF | FT."""
     row = np.concatenate([example[k] for k in ("source", "target", *METHODS)], axis=1)
     with atomic_path(path) as tmp:
         Image.fromarray(row).save(tmp)

@@ -14,7 +14,7 @@ import numpy as np
 from talkinghead.fileio import atomic_path, atomic_write_text
 
 METRICS = (("ssim", "SSIM ↑"), ("psnr", "PSNR ↑"), ("csim", "CSIM ↑"), ("nme", "NME ↓"),
-           ("face_found", "face found ↑"))
+           ("face_found", "face found ↑"), ("sharpness", "sharpness →1"), ("jitter", "jitter ↓"))
 
 
 def _mean(values: list[float]) -> float:
@@ -33,8 +33,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
                      "targets": sum(len(r["metrics"][method]["ssim"]) for r in group)}
             if method == "FT":
                 entry["method"] = f"FT ({group[0]['ft_steps']} steps)"
-            for key, _ in METRICS:
-                entry[key] = _mean([v for r in group for v in r["metrics"][method][key]])
+            for key, _ in METRICS:  # older results lack the newer metrics: n/a
+                entry[key] = _mean([v for r in group for v in r["metrics"][method].get(key, [])])
             # NME averages only frames where landmarks could be found; say on how many.
             entry["nme_frames"] = sum(1 for r in group for v in r["metrics"][method]["nme"] if math.isfinite(v))
             table.append(entry)
@@ -49,17 +49,20 @@ def markdown_table(table: list[dict]) -> str:
         for key, _ in METRICS:
             v = e[key]
             cells.append("n/a" if not math.isfinite(v) else
-                         (f"{100 * v:.0f}%" if key == "face_found" else f"{v:.2f}" if key == "psnr" else f"{v:.3f}"))
+                         (f"{100 * v:.0f}%" if key == "face_found" else f"{v:.2f}" if key in ("psnr", "sharpness", "jitter")
+                          else f"{v:.3f}"))
         lines.append(f"| {e['shots']} | {e['method']} | " + " | ".join(cells) + f" | {e['videos']} | {e['targets']} |")
     return "\n".join(lines)
 
 
-def describe_checkpoint(checkpoint) -> str:
+def describe_checkpoint(checkpoint, sha256: str | None = None) -> str:
     """File name, step and SHA-256 prefix of a loaded :class:`Checkpoint`, for the report's
-    ``Checkpoint:`` line: names the exact model without this machine's paths."""
+    ``Checkpoint:`` line: names the exact model without this machine's paths. Pass ``sha256``
+    when it is known: hashing a large checkpoint again costs a full read."""
     from talkinghead.train.checkpoint import file_sha256
 
-    return f"`{checkpoint.path.name}` (step {checkpoint.step}, SHA-256 {file_sha256(checkpoint.path)[:12]})"
+    digest = sha256 or file_sha256(checkpoint.path)
+    return f"`{checkpoint.path.name}` (step {checkpoint.step}, SHA-256 {digest[:12]})"
 
 
 def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkpoint: str,
@@ -90,12 +93,18 @@ def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkp
         "dlib finds on the generated frame vs the driving landmarks, divided by the inter-ocular "
         "distance, over frames where landmarks were found. Face found: fraction of generated frames "
         "in which dlib's face detector finds a face. Nearest source: the few-shot frame closest in "
-        "landmarks to the target, returned unchanged (perfect identity, blind to motion).",
+        "landmarks to the target, returned unchanged (perfect identity, blind to motion). Warp: that "
+        "shot warped onto the target's landmarks (piecewise-affine over a landmark triangulation, "
+        "background rigid), no learning. Sharpness: variance of the Laplacian over the target's face "
+        "box, generated ÷ real, both resampled to 96 px (1 = as sharp as the real frame). Jitter: mean "
+        "frame-to-frame acceleration of the landmarks dlib finds on 24 consecutive rendered frames "
+        "(driving landmarks One-Euro smoothed, as `animate` does), ÷ that of the real frames' "
+        "landmarks (1 = moves as jerkily as the real video; dlib's own detection noise is included).",
         "",
         fid_line,
     ]
     if examples:
-        md += ["", "![source | target | nearest source | FF | FT](grid.png)"]
+        md += ["", "![source | target | nearest source | warp | FF | FT](grid.png)"]
     if failures:
         md += ["", "Skipped:", *[f"- {f}" for f in failures]]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")

@@ -14,6 +14,7 @@ fine-tuning changes all of G's weights (as in the paper), and so needs no meta c
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from talkinghead.config import Config
+from talkinghead.data.warp import warp_guide
 from talkinghead.data.sketch import image_to_tensor, landmarks_to_sketch, sketch_to_tensor, tensor_to_image
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
@@ -160,7 +162,7 @@ class Avatar:
                                    landmarks=torch.from_numpy(np.asarray(landmarks, np.float32)),
                                    seed=seed, progress=progress, content_loss=content_loss)
         return cls(config, G, psi, embedding, landmarks, crops, meta_checkpoint=str(ckpt.path),
-                   meta_sha256=file_sha256(ckpt.path), finetune_steps=steps, finetune_history=history)
+                   meta_sha256=_file_sha256_once(ckpt.path), finetune_steps=steps, finetune_history=history)
 
     # -- rendering -------------------------------------------------------------------------------
     def _inference_generator(self) -> nn.Module:
@@ -181,14 +183,26 @@ class Avatar:
         """This avatar as one self-contained module for export (ONNX) and live rendering:
         ``forward(sketches (B, 3, S, S), landmarks (B, 68, 2)) -> (B, 3, S, S)`` in [-1, 1], with
         ψ folded in as a buffer and spectral norms folded into the weights. ``landmarks`` are the
-        sketches' landmarks in crop pixels (a warp-guided avatar warps its shots onto them; the
-        paper's G ignores them)."""
-        return AvatarRenderer(self._inference_generator(), self.psi.detach().float())
+        sketches' landmarks in crop pixels: a warp-guided avatar warps its nearest shot onto them
+        (its shots travel inside the module); the paper's G ignores them."""
+        if getattr(self, "_renderer", None) is None:
+            shots = marks = None
+            if self.config.model.warp_guidance:
+                shots = torch.stack([image_to_tensor(c) for c in self.crops]).to(self.device)
+                marks = torch.from_numpy(self.landmarks).to(self.device)
+            self._renderer = AvatarRenderer(self._inference_generator(), self.psi.detach().float(), shots, marks)
+        return self._renderer
 
     @torch.inference_mode()
-    def render(self, sketches: Tensor) -> Tensor:
-        """(B, 3, S, S) sketches in [-1, 1] → (B, 3, S, S) images in [-1, 1]."""
-        return self._inference_generator()(sketches.to(self.device), self.psi)
+    def render(self, sketches: Tensor, landmarks: Tensor | np.ndarray | None = None) -> Tensor:
+        """(B, 3, S, S) sketches in [-1, 1] and their (B, 68, 2) landmarks (needed by a warp-guided
+        avatar) → (B, 3, S, S) images in [-1, 1]."""
+        if landmarks is None:
+            if self.config.model.warp_guidance:
+                raise TalkingHeadError("a warp-guided avatar renders from landmarks: pass them to render()")
+            landmarks = torch.zeros(sketches.shape[0], 68, 2)
+        landmarks = torch.as_tensor(np.asarray(landmarks, np.float32)).to(self.device)
+        return self.renderer()(sketches.to(self.device), landmarks)
 
     def animate(self, landmarks: np.ndarray, batch_size: int = 16, progress: bool = True,
                 half: bool = False) -> np.ndarray:
@@ -211,7 +225,7 @@ class Avatar:
             chunk = landmarks[start:start + batch_size]
             sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(l, self.size)) for l in chunk])
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                images = self.render(sketches)
+                images = self.render(sketches, chunk)
             out[start:start + len(chunk)] = tensor_to_image(images)
         return out
 
@@ -285,16 +299,39 @@ class Avatar:
 
 
 class AvatarRenderer(nn.Module):
-    """A person-specific generator with its ψ as a buffer (see :meth:`Avatar.renderer`)."""
+    """A person-specific generator with its ψ (and, warp-guided, its shots) as buffers
+    (see :meth:`Avatar.renderer`)."""
 
-    def __init__(self, generator: nn.Module, psi: Tensor):
+    def __init__(self, generator: nn.Module, psi: Tensor, shots: Tensor | None = None,
+                 shot_landmarks: Tensor | None = None):
         super().__init__()
         self.generator = generator
         self.register_buffer("psi", psi.reshape(-1))
+        self.guided = shots is not None
+        if self.guided:
+            self.register_buffer("shots", shots)  # (K, 3, S, S) in [-1, 1]
+            self.register_buffer("shot_landmarks", shot_landmarks.float())  # (K, 68, 2)
 
     def forward(self, sketches: Tensor, landmarks: Tensor) -> Tensor:
         """sketches (B, 3, S, S) in [-1, 1], landmarks (B, 68, 2) crop pixels → (B, 3, S, S)."""
-        return self.generator(sketches, self.psi.expand(sketches.shape[0], -1))
+        b = sketches.shape[0]
+        guide = None
+        if self.guided:
+            guide = warp_guide(self.shots[None].expand(b, -1, -1, -1, -1),
+                               self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float())
+        return self.generator(sketches, self.psi.expand(b, -1), guide)
+
+
+def _file_sha256_once(path: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint file, computed once per file version (path, size, mtime): an
+    evaluation builds many avatars from one checkpoint of possibly gigabytes."""
+    stat = os.stat(path)
+    return _cached_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 def _with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:

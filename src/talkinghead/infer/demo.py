@@ -69,14 +69,15 @@ def frame_strip(sketches: np.ndarray, frames: np.ndarray, count: int = 8) -> np.
 
 def run_demo(out_dir: str | os.PathLike = ".", source: str | None = None, driving: str | None = None,
              checkpoint: str | None = None, steps: int | None = None, max_frames: int | None = None,
-             progress: bool = True, overrides: list[str] | tuple[str, ...] = ()) -> DemoResult:
+             progress: bool = True, overrides: list[str] | tuple[str, ...] = (),
+             smooth: bool = True) -> DemoResult:
     from PIL import Image
 
     from talkinghead.data.landmarks import get_detector
     from talkinghead.data.video import write_video
     from talkinghead.eval.metrics import detect_landmarks_on_images, nme
     from talkinghead.infer.avatar import Avatar
-    from talkinghead.infer.driving import DrivingTrack, track_from_video
+    from talkinghead.infer.driving import DrivingTrack, smoothed, track_from_video
     from talkinghead.infer.reenact import adapt_landmarks
 
     start = time.perf_counter()
@@ -92,6 +93,8 @@ def run_demo(out_dir: str | os.PathLike = ".", source: str | None = None, drivin
         track = DrivingTrack(landmarks, fps, 0, None)
     if max_frames:
         track.landmarks = track.landmarks[:max_frames]
+    if smooth:  # as `animate` does: no detector jitter
+        track = smoothed(track)
 
     avatar = Avatar.from_images([image], ckpt, finetune_steps=steps, progress=progress, overrides=overrides)
     adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode="relative")

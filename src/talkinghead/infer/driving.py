@@ -99,15 +99,27 @@ def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(image, (max(2, round(w * height / h)), height), interpolation=cv2.INTER_AREA)
 
 
+def smoothed(track: DrivingTrack) -> DrivingTrack:
+    """The track with its landmarks One-Euro filtered (:mod:`talkinghead.infer.smoothing`):
+    detector jitter of a still face is removed, fast motion passes with little lag."""
+    from talkinghead.infer.smoothing import smooth_landmarks
+
+    return DrivingTrack(smooth_landmarks(track.landmarks, track.fps), track.fps, track.lost, track.video)
+
+
 def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mode: str = "relative",
                      reference: str | int = "first", side_by_side: bool = False, paste: bool = False,
-                     batch_size: int = 16, fps: float | None = None, progress: bool = True) -> dict:
+                     batch_size: int = 16, fps: float | None = None, progress: bool = True,
+                     smooth: bool = True) -> dict:
     """Render ``avatar`` following ``track`` and write an H.264 mp4 (with the driver's audio).
 
+    ``smooth``: One-Euro filter the driving landmarks first (see :func:`smoothed`).
     Returns a summary dict (frames, fps, lost, output, size).
     """
     from talkinghead.data.video import iter_frames, write_video
 
+    if smooth:
+        track = smoothed(track)
     adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode=mode, reference=reference)
     rendered = avatar.animate(adapted, batch_size=batch_size, progress=progress)
     if paste and (avatar.source_image is None or avatar.source_box is None):

@@ -12,6 +12,13 @@ Layer widths at resolution level l (size S / 2**l)::
     width:  base   base   2·base   4·base   ...   (capped at max_channels)
 
 so the wide layers live at low resolution and full resolution stays at ``base`` channels.
+
+With ``model.warp_guidance`` (not in the paper) G also takes a *guide*: the nearest shot
+warped onto the target landmarks and its trust mask (:func:`talkinghead.data.warp.warp_guide`),
+concatenated with the sketch at the input, and its output layer adds a blend logit:
+``out = α·warped + (1 − α)·synthesised`` with ``α = sigmoid(logit + GUIDE_BLEND_BIAS)``. The
+bias makes a fresh G start close to the warp, so meta-learning begins at the classical warp's
+quality and learns where to replace it.
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ from talkinghead.models.blocks import (
 #: Std of P's initial entries in units of 1/sqrt(N). ψ = P ê then has std ≈ this × rms(ê), so
 #: initial AdaIN scales (1 + ψ_scale) stay near 1 and biases near 0 for embeddings of order 1.
 PROJECTION_INIT_GAIN = 0.1
+#: Offset of the warp-guided G's blend logit: α ≈ 0.88 for a fresh G (mostly the warped shot).
+GUIDE_BLEND_BIAS = 2.0
+#: Channels of the guide: warped shot (3) and trust mask (1).
+GUIDE_CHANNELS = 4
 
 
 def generator_widths(cfg: ModelConfig) -> list[int]:
@@ -62,9 +73,10 @@ class Generator(nn.Module):
         widths = generator_widths(cfg)
         n = cfg.gen_downsamples
 
+        self.warp_guidance = cfg.warp_guidance
         # Encoder: level l-1 -> l, affine (non-adaptive) instance norm.
         down: list[nn.Module] = []
-        size, cin = cfg.image_size, 3
+        size, cin = cfg.image_size, 3 + (GUIDE_CHANNELS if cfg.warp_guidance else 0)
         for level in range(1, n + 1):
             size //= 2
             layers: list[nn.Module] = [ResBlockDown(cin, widths[level], spectral, norm=True, first=level == 1)]
@@ -84,7 +96,7 @@ class Generator(nn.Module):
             if size in attention:
                 self.up_attention[str(i)] = SelfAttention(widths[level - 1], spectral)
         self.out_norm = AdaIN(widths[0])
-        self.out_conv = conv3x3(widths[0], 3, spectral)
+        self.out_conv = conv3x3(widths[0], 4 if cfg.warp_guidance else 3, spectral)
 
         #: psi entries consumed by each adaptive block, in forward order.
         self.psi_sizes = [m.psi_size for m in self._adaptive_blocks()]
@@ -113,15 +125,18 @@ class Generator(nn.Module):
         """ψ̂ = P ê: (B, N) -> (B, psi_size)."""
         return self.projection(embedding)
 
-    def forward(self, sketch: Tensor, psi: Tensor) -> Tensor:
-        """sketch: (B, 3, S, S) in [-1, 1]; psi: (B, psi_size) or (psi_size,) -> (B, 3, S, S)."""
+    def forward(self, sketch: Tensor, psi: Tensor, guide: Tensor | None = None) -> Tensor:
+        """sketch: (B, 3, S, S) in [-1, 1]; psi: (B, psi_size) or (psi_size,); guide (warp-guided G
+        only): (B, 4, S, S), the warped shot in [-1, 1] and its trust mask in [0, 1] → (B, 3, S, S)."""
         b = sketch.shape[0]
         if psi.shape[-1] != self.psi_size or psi.dim() not in (1, 2):
             raise ValueError(f"psi must be (B, {self.psi_size}) or ({self.psi_size},); got {tuple(psi.shape)}")
+        if self.warp_guidance != (guide is not None):
+            raise ValueError("a warp-guided G needs a guide (B, 4, S, S); the paper's G takes none")
         psi = psi.expand(b, -1) if psi.dim() == 1 else psi
         chunks = iter(psi.split(self.psi_sizes, dim=1))
 
-        x = sketch
+        x = sketch if guide is None else torch.cat([sketch, guide.to(sketch.dtype)], dim=1)
         for stage in self.down:
             x = stage(x)
         for block in self.res:
@@ -130,5 +145,8 @@ class Generator(nn.Module):
             x = block(x, next(chunks))
             if str(i) in self.up_attention:
                 x = self.up_attention[str(i)](x)
-        x = F.relu(self.out_norm(x, next(chunks)))
-        return torch.tanh(self.out_conv(x))
+        x = self.out_conv(F.relu(self.out_norm(x, next(chunks))))
+        if guide is None:
+            return torch.tanh(x)
+        alpha = torch.sigmoid(x[:, 3:] + GUIDE_BLEND_BIAS)  # (B, 1, S, S)
+        return alpha * guide[:, :3].to(x.dtype) + (1 - alpha) * torch.tanh(x[:, :3])

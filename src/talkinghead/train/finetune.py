@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from talkinghead.config import Config
 from talkinghead.data.sketch import landmarks_to_sketch_batch
+from talkinghead.data.warp import warp_guide
 from talkinghead.train.steps import build_content_loss, discriminator_losses, generator_losses
 
 
@@ -123,7 +124,9 @@ def finetune(
         images, sketches: (K, 3, S, S) in [-1, 1], on the networks' device.
         landmarks: (K, 68, 2) of the images; with ``train.finetune_warp`` or
             ``train.finetune_jaw_drop`` > 0 the shots are randomly warped each step and their
-            sketches redrawn (:func:`random_similarity_warp`, :func:`random_jaw_drop`).
+            sketches redrawn (:func:`random_similarity_warp`, :func:`random_jaw_drop`). A
+            warp-guided G needs them: each shot is rendered from the nearest *other* shot warped
+            onto its (moved) landmarks, as at inference (from itself when K = 1).
         steps: optimiser steps (each: one G step, ``disc_steps`` D steps).
 
     Returns:
@@ -135,6 +138,9 @@ def finetune(
     D = copy.deepcopy(discriminator).train()
     psi = nn.Parameter(psi.detach().clone().float())
     w = nn.Parameter(w.detach().clone().float())
+    guided = bool(getattr(G, "warp_guidance", False))
+    if guided and landmarks is None:
+        raise ValueError("fine-tuning a warp-guided G needs the shots' landmarks")
     if steps <= 0:
         return G.eval(), psi.detach(), []
     content = content_loss if content_loss is not None else build_content_loss(lc, device)
@@ -154,15 +160,21 @@ def finetune(
     for _ in bar:
         pick = torch.randperm(k, generator=generator_rng)[:batch].to(device)
         real, sketch = images[pick], sketches[pick]
+        moved = landmarks[pick.cpu()] if landmarks is not None else None
         if (tc.finetune_warp > 0 or tc.finetune_jaw_drop > 0) and landmarks is not None:
-            moved = landmarks[pick.cpu()]
             if tc.finetune_jaw_drop > 0:
                 real, moved = random_jaw_drop(real, moved, generator_rng, tc.finetune_jaw_drop)
             if tc.finetune_warp > 0:
                 real, moved = random_similarity_warp(real, moved, generator_rng, tc.finetune_warp)
             sketch = landmarks_to_sketch_batch(moved.numpy(), real.shape[-1]).to(device)
+        guide = None
+        if guided:
+            with torch.no_grad():
+                guide = warp_guide(images[None].expand(len(pick), -1, -1, -1, -1),
+                                   landmarks[None].expand(len(pick), -1, -1, -1).to(device),
+                                   moved.float().to(device), exclude=pick)
         with autocast:
-            fake = G(sketch, psi)
+            fake = G(sketch, psi, guide)
             if tc.finetune_adversarial:
                 loss_g, terms = generator_losses(fake, real, sketch, D, {"w": w}, content, lc)
             else:

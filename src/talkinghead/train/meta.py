@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from talkinghead.config import Config
 from talkinghead.data.episodes import EpisodeDataset, EpisodeSampler
+from talkinghead.data.warp import warp_guide
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path, ensure_writable_dir
 from talkinghead.losses import embedding_match_loss
@@ -55,9 +56,10 @@ class RenderFromEmbedding(torch.nn.Module):
         super().__init__()
         self.generator = generator
 
-    def forward(self, sketch: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        """sketch (B, 3, S, S), embedding ê (B, N) → image (B, 3, S, S)."""
-        return self.generator(sketch, self.generator.psi_from_embedding(embedding))
+    def forward(self, sketch: torch.Tensor, embedding: torch.Tensor,
+                guide: torch.Tensor | None = None) -> torch.Tensor:
+        """sketch (B, 3, S, S), embedding ê (B, N), guide (B, 4, S, S) for a warp-guided G → (B, 3, S, S)."""
+        return self.generator(sketch, self.generator.psi_from_embedding(embedding), guide)
 
 
 def replica_digests(networks: dict[str, torch.nn.Module], info: DistInfo) -> list[str]:
@@ -108,7 +110,7 @@ def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: C
               device: torch.device):
     """One meta-learning step on a batch of episodes: E+G update, then ``disc_steps`` D updates.
 
-    Returns (frames, target_sketch, target, fake, loss_g, loss_d, terms) for logging.
+    Returns (guide or first shots, target_sketch, target, fake, loss_g, loss_d, terms) for logging.
     """
     tc, lc = config.train, config.loss
     frames = batch["frames"].to(device, non_blocking=True)  # (B, K, 3, S, S)
@@ -116,11 +118,15 @@ def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: C
     target = batch["target"].to(device, non_blocking=True)  # (B, 3, S, S)
     target_sketch = batch["target_sketch"].to(device, non_blocking=True)
     video_index = batch["video_index"].to(device, non_blocking=True)  # (B,)
+    guide = None
+    if config.model.warp_guidance:  # the shot nearest the target, warped onto its landmarks
+        with torch.no_grad():
+            guide = warp_guide(frames, batch["landmarks"].to(device), batch["target_landmarks"].to(device))
 
     # E and G: embed the K frames, render the target sketch, step on L_CNT + L_ADV + L_MCH.
     with _autocast(config, device):
         e_hat = E(frames, sketches).float().mean(dim=1)  # (B, N)
-        fake = render(target_sketch, e_hat)  # (B, 3, S, S)
+        fake = render(target_sketch, e_hat, guide)  # (B, 3, S, S)
         loss_g, terms = generator_losses(fake, target, target_sketch, raw_d,
                                          {"video_index": video_index}, content, lc)
         if lc.embedding_match_pulls_embedder:
@@ -143,7 +149,8 @@ def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: C
         opt_d.step()
     # ‖ê‖ watches for a collapsed embedder (ê ≡ 0 makes every person look the same).
     terms = {**terms, **d_terms, "embedding_match": mch, "embedding/mean_abs": e_hat.detach().abs().mean()}
-    return frames, target_sketch, target, fake, loss_g, loss_d, terms
+    shown = guide[:, :3] if guide is not None else frames[:, 0]
+    return shown, target_sketch, target, fake, loss_g, loss_d, terms
 
 
 def train_meta(
@@ -298,8 +305,8 @@ def _train(data_root, run_dir: Path, config: Config, resume, identities, info: D
                 bar.set_postfix(G=f"{scalars['loss_g']:.3f}", D=f"{scalars['loss_d']:.3f}",
                                 cnt=f"{scalars['content/total']:.3f}", refresh=False)
             if writer and (step % tc.image_every == 0 or step == 1):
-                grid = image_grid([frames[:, 0], target_sketch, target, fake])
-                writer.add_image("episodes/source|sketch|target|generated", grid, step, dataformats="HWC")
+                grid = image_grid([frames, target_sketch, target, fake])
+                writer.add_image("episodes/source (warp-guided: guide)|sketch|target|generated", grid, step, dataformats="HWC")
                 from PIL import Image
 
                 (run_dir / "samples").mkdir(exist_ok=True)

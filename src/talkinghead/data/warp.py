@@ -1,0 +1,301 @@
+"""Piecewise-affine landmark warping: move an image's face onto other landmarks.
+
+The classical warp of talking-head work (and the guide of the warp-guided generator): the image
+plane is cut into triangles whose corners are the 68 landmarks, 10 forehead points above the
+brows and 16 fixed points on (just outside) the image border; each triangle of the target
+landmarks takes its pixels from the same triangle of the source landmarks by one affine map.
+The map is continuous, covers the whole frame, and sends every source landmark exactly onto
+its target.
+
+Only the head moves: a soft head mask (the jaw line and a forehead/hair region above the
+brows, grown by a margin) of the source and of the target decides where the warp applies; the
+displacement fades to zero outside it, so the background stays rigid.
+
+Everything is batched torch (matmuls, ``argmax``, ``gather``, ``grid_sample``): it runs in
+data-loader workers, in CPU inference, on a GPU and in an ONNX graph. One triangulation (a
+Delaunay triangulation of a mean face) serves every face, so batches share it.
+
+Degenerate input never gives NaN: triangles of (near) zero area are skipped, pixels outside
+every triangle use the nearest triangle's map, and a sample whose landmarks are not finite is
+left unwarped (its source landmarks are used as the target).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: Mean 68-point face in a VoxCeleb2-style crop ([0, 1] units; mean of the bundled driving track
+#: after the crop framing of :mod:`talkinghead.data.crop`). Only the triangulation uses it.
+TEMPLATE_68 = np.array([
+    0.243, 0.252, 0.246, 0.329, 0.257, 0.407, 0.269, 0.482, 0.291, 0.553, 0.330, 0.617, 0.379, 0.670,
+    0.438, 0.710, 0.506, 0.722, 0.570, 0.709, 0.623, 0.669, 0.669, 0.618, 0.706, 0.560, 0.728, 0.492,
+    0.740, 0.419, 0.751, 0.346, 0.757, 0.272, 0.294, 0.203, 0.332, 0.172, 0.383, 0.167, 0.434, 0.174,
+    0.482, 0.192, 0.557, 0.197, 0.603, 0.182, 0.651, 0.178, 0.698, 0.184, 0.729, 0.216, 0.520, 0.238,
+    0.520, 0.286, 0.521, 0.333, 0.522, 0.382, 0.465, 0.418, 0.491, 0.427, 0.517, 0.435, 0.542, 0.429,
+    0.566, 0.421, 0.352, 0.238, 0.382, 0.224, 0.414, 0.227, 0.440, 0.249, 0.410, 0.252, 0.378, 0.250,
+    0.583, 0.254, 0.611, 0.233, 0.643, 0.234, 0.669, 0.249, 0.645, 0.259, 0.614, 0.259, 0.414, 0.534,
+    0.448, 0.509, 0.487, 0.498, 0.512, 0.507, 0.539, 0.500, 0.572, 0.513, 0.599, 0.538, 0.570, 0.573,
+    0.538, 0.592, 0.509, 0.595, 0.481, 0.591, 0.445, 0.572, 0.428, 0.535, 0.486, 0.520, 0.511, 0.523,
+    0.538, 0.521, 0.585, 0.538, 0.538, 0.558, 0.510, 0.562, 0.483, 0.557,
+], np.float64).reshape(68, 2)
+
+#: Forehead points sit above the brows by this fraction of the chin → top-of-nose vector.
+FOREHEAD_RISE = 0.35
+#: Border points: 5 per side on a square this fraction of the size outside the image.
+BORDER_MARGIN = 0.1
+#: Head mask: 1 up to this fraction of the chin → top-of-nose distance outside the jaw and
+#: forehead polygon, then fading to 0 over another ``HEAD_MASK_FEATHER`` of it.
+HEAD_MASK_GROW = 0.1
+HEAD_MASK_FEATHER = 0.25
+#: Jaw line (left ear → chin → right ear) and brows (left to right) in the 68-point scheme.
+_JAW = list(range(0, 17))
+_BROWS = list(range(17, 27))
+
+
+def forehead_points(landmarks: Tensor) -> Tensor:
+    """(..., 68, 2) → (..., 10, 2): points above the brows that move rigidly with the face."""
+    up = landmarks[..., 27, :] - landmarks[..., 8, :]
+    return landmarks[..., 17:27, :] + FOREHEAD_RISE * up[..., None, :]
+
+
+def border_points(size: int, dtype=torch.float32, device=None) -> Tensor:
+    """(16, 2) fixed points on a square just outside an S×S image (pixel centres at 0..S-1)."""
+    lo, hi = -0.5 - BORDER_MARGIN * size, size - 0.5 + BORDER_MARGIN * size
+    ticks = torch.linspace(lo, hi, 5, dtype=dtype, device=device)
+    top = torch.stack([ticks, torch.full_like(ticks, lo)], -1)
+    bottom = torch.stack([ticks, torch.full_like(ticks, hi)], -1)
+    left = torch.stack([torch.full_like(ticks[1:-1], lo), ticks[1:-1]], -1)
+    right = torch.stack([torch.full_like(ticks[1:-1], hi), ticks[1:-1]], -1)
+    return torch.cat([top, bottom, left, right])
+
+
+def control_points(landmarks: Tensor, size: int) -> Tensor:
+    """(B, 68, 2) → (B, 94, 2): landmarks, forehead points, border points."""
+    border = border_points(size, landmarks.dtype, landmarks.device).expand(landmarks.shape[0], -1, -1)
+    return torch.cat([landmarks, forehead_points(landmarks), border], dim=1)
+
+
+def _triangulation() -> np.ndarray:
+    from scipy.spatial import Delaunay
+
+    template = torch.from_numpy(TEMPLATE_68[None] * 100.0)
+    points = control_points(template.float(), 100)[0].numpy()
+    return Delaunay(points).simplices.astype(np.int64)
+
+
+#: (T, 3) vertex indices into :func:`control_points`, shared by every face.
+TRIANGLES = _triangulation()
+
+
+def _template_orientation() -> np.ndarray:
+    points = control_points(torch.from_numpy(TEMPLATE_68[None] * 100.0), 100)[0].numpy()
+    a, b, c = (points[TRIANGLES[:, i]] for i in range(3))
+    return np.sign((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
+
+#: (T,) ±1: the orientation of each triangle on the mean face.
+TEMPLATE_ORIENTATION = _template_orientation()
+
+
+def _pixel_grid(size: int, dtype, device, resolution: int | None = None) -> Tensor:
+    """(3, R·R) homogeneous (x, y, 1), row-major: the pixel centres of an R×R grid laid over the
+    S×S frame, in the frame's pixel units (R = S: the frame's own pixel centres)."""
+    resolution = resolution or size
+    coords = (torch.arange(resolution, dtype=dtype, device=device) + 0.5) * (size / resolution) - 0.5
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    return torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])
+
+
+def _triangle_maps(source: Tensor, target: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per triangle of the target: (B, T, 3, 3) to barycentric, (B, T, 2, 3) barycentric → source
+    point, (B, T) whether it is usable (not degenerate)."""
+    finite = (torch.isfinite(source).all(-1).all(-1) & torch.isfinite(target).all(-1).all(-1))[:, None, None]
+    source = torch.where(finite, source, 0.0)
+    target = torch.where(finite, target, source)  # no usable landmarks: identity
+    tris = torch.from_numpy(TRIANGLES).to(source.device)
+    src = control_points(source.double(), size)[:, tris]  # (B, T, 3, 2)
+    dst = control_points(target.double(), size)[:, tris]
+    ones = torch.ones(*dst.shape[:-1], 1, dtype=dst.dtype, device=dst.device)
+    corners = torch.cat([dst, ones], -1).transpose(-1, -2)  # (B, T, 3, 3): columns (x, y, 1)
+    det = torch.linalg.det(corners)
+    # A triangle is used only if it keeps the mean face's orientation: where landmarks cross
+    # (a closed mouth's inner lips, noisy points) a folded triangle would cover its neighbours.
+    usable = (det * torch.from_numpy(TEMPLATE_ORIENTATION).to(det)) > 1e-3  # 2 × area, in px²
+    eye = torch.eye(3, dtype=dst.dtype, device=dst.device)
+    to_bary = torch.linalg.inv(torch.where(usable[..., None, None], corners, eye))  # (B, T, 3, 3)
+    affine = src.transpose(-1, -2) @ to_bary  # (B, T, 2, 3): barycentric → source point
+    return to_bary.float(), affine.float(), usable
+
+
+
+def piecewise_affine_map(source: Tensor, target: Tensor, size: int, resolution: int | None = None) -> Tensor:
+    """For every pixel of the target frame, where to sample the source frame.
+
+    Args:
+        source, target: (B, 68, 2) landmarks in pixels of the S×S frames.
+        resolution: evaluate the map on an R×R grid over the frame (see :func:`_pixel_grid`).
+    Returns:
+        (B, R, R, 2) source pixel coordinates (x, y), in S×S frame pixels, for each grid point.
+    """
+    b, r = source.shape[0], resolution or size
+    to_bary, affine, usable = _triangle_maps(source, target, size)
+    pixels = _pixel_grid(size, torch.float32, source.device, r)  # (3, R·R)
+    return _apply_map(to_bary, affine, usable, pixels).reshape(b, r, r, 2)
+
+
+def _apply_map(to_bary: Tensor, affine: Tensor, usable: Tensor, points: Tensor) -> Tensor:
+    """Map homogeneous points (3, P) through each sample's piecewise-affine map → (B, P, 2).
+
+    to_bary (B, T, 3, 3): target corners → barycentric; affine (B, T, 2, 3): the triangle's map.
+    """
+    b, t = to_bary.shape[:2]
+    flat = to_bary.reshape(b, t * 3, 3)  # one GEMM for all triangles
+    penalty = torch.where(usable, 0.0, -1e9).float()[..., None]  # (B, T, 1)
+    out = torch.empty(b, points.shape[1], 2, device=points.device)
+    chunk = max(1, 2 ** 23 // (t * 3))  # points per pass: ~8 M floats of barycentric coordinates
+    for start in range(0, points.shape[1], chunk):
+        pts = points[:, start:start + chunk]  # (3, p)
+        score = (flat @ pts).reshape(b, t, 3, -1).amin(dim=2) + penalty  # (B, T, p): ≥ 0 inside
+        best = score.argmax(dim=1)  # (B, p): the containing (or nearest) triangle
+        chosen = torch.gather(affine.reshape(b, t, 6), 1, best[..., None].expand(-1, -1, 6)).reshape(b, -1, 2, 3)
+        out[:, start:start + chunk] = (chosen * pts.T[None, :, None, :]).sum(-1)
+    return out
+
+
+def map_points(source: Tensor, target: Tensor, points: Tensor, size: int) -> Tensor:
+    """Where :func:`piecewise_affine_map` sends arbitrary target-frame points (B, Q, 2) → (B, Q, 2)."""
+    to_bary, affine, usable = _triangle_maps(source, target, size)
+    ones = torch.ones(*points.shape[:-1], 1, dtype=torch.float32, device=points.device)
+    homogeneous = torch.cat([points.float(), ones], -1)  # (B, Q, 3)
+    return torch.cat([_apply_map(to_bary[i:i + 1], affine[i:i + 1], usable[i:i + 1], homogeneous[i].T)
+                      for i in range(points.shape[0])])
+
+
+def head_mask(landmarks: Tensor, size: int, grow: float = HEAD_MASK_GROW,
+              feather: float = HEAD_MASK_FEATHER, resolution: int | None = None,
+              upsample: bool = True) -> Tensor:
+    """Soft mask of the head: the polygon of the jaw line and the forehead points, grown by
+    ``grow`` and faded out over ``feather`` (both in units of the chin → top-of-nose distance).
+
+    Args:
+        landmarks: (B, 68, 2) pixels.
+        resolution: evaluate on an R×R grid over the frame (it is smooth), then upsample to
+            S×S unless ``upsample`` is False.
+    Returns:
+        (B, 1, S, S) (or (B, 1, R, R)) in [0, 1].
+    """
+    b, r = landmarks.shape[0], resolution or size
+    marks = torch.nan_to_num(landmarks.float(), nan=-1e4)
+    poly = torch.cat([marks[:, _JAW], forehead_points(marks).flip(1)], dim=1)  # (B, E, 2)
+    a, c = poly, poly.roll(-1, dims=1)  # edges a → c
+    pixels = _pixel_grid(size, torch.float32, landmarks.device, r)[:2].T  # (P, 2)
+    p = pixels[None, :, None, :]  # (1, P, 1, 2)
+    a_, c_ = a[:, None], c[:, None]  # (B, 1, E, 2)
+    edge = c_ - a_
+    t = (((p - a_) * edge).sum(-1) / (edge.pow(2).sum(-1) + 1e-9)).clamp(0, 1)
+    dist = (p - (a_ + t[..., None] * edge)).norm(dim=-1).amin(dim=-1)  # (B, P)
+    # Even-odd rule: count edges crossed by a ray to the right of each pixel.
+    ay, cy = a_[..., 1], c_[..., 1]
+    straddles = (ay > p[..., 1]) != (cy > p[..., 1])
+    x_cross = a_[..., 0] + (p[..., 1] - ay) * edge[..., 0] / torch.where(edge[..., 1] == 0, 1e-9, edge[..., 1])
+    inside = ((straddles & (p[..., 0] < x_cross)).sum(-1) % 2) == 1  # (B, P)
+    signed = torch.where(inside, dist, -dist)
+    scale = (marks[:, 27] - marks[:, 8]).norm(dim=-1).clamp(min=1.0)[:, None]  # (B, 1)
+    u = ((signed + (grow + feather) * scale) / (feather * scale)).clamp(0, 1)
+    mask = (u * u * (3 - 2 * u)).reshape(b, 1, r, r)  # smoothstep
+    return _resize(mask, size) if upsample else mask
+
+
+def _motion_weight(source: Tensor, target: Tensor, size: int, target_mask: Tensor | None = None) -> Tensor:
+    """(B, 1, S/2, S/2): how much of the warp applies, the union of both head masks."""
+    fine = max(8, size // 4)
+    if target_mask is None:
+        target_mask = head_mask(target, size, resolution=fine, upsample=False)
+    weight = torch.maximum(target_mask, head_mask(source, size, resolution=fine, upsample=False))
+    return _resize(weight, max(8, size // 2))
+
+
+def motion_mask(source: Tensor, target: Tensor, size: int) -> Tensor:
+    """(B, 1, S, S) in [0, 1]: where :func:`warp_image` moves pixels (with ``rigid_background``);
+    every pixel where it is 0 keeps its value exactly."""
+    return _resize(_motion_weight(source, target, size), size)
+
+
+def warp_image(image: Tensor, source: Tensor, target: Tensor, rigid_background: bool = True) -> tuple[Tensor, Tensor]:
+    """Warp images from their landmarks onto target landmarks.
+
+    Args:
+        image: (B, C, S, S). source: (B, 68, 2) its landmarks. target: (B, 68, 2).
+        rigid_background: fade the warp to the identity outside the source and target head
+            masks (else the whole frame bends with the head).
+    Returns:
+        warped (B, C, S, S), and a (B, 1, S, S) mask in [0, 1] of where the warped pixels are the
+        target's head and come from inside the source image (the guide's trust map).
+    """
+    b, _, size, _ = image.shape
+    # The map is continuous and piecewise affine, the masks smooth: both are evaluated on a
+    # half-resolution grid (quarter for the masks) and upsampled, 4-16× less work per frame.
+    coarse = max(8, size // 2)
+    pixels = _pixel_grid(size, torch.float32, image.device, coarse)[:2].T.reshape(1, coarse, coarse, 2)
+    shift = piecewise_affine_map(source, target, size, coarse) - pixels  # (B, R, R, 2)
+    target_mask = head_mask(target, size, resolution=max(8, size // 4), upsample=False)
+    if rigid_background:
+        shift = shift * _motion_weight(source, target, size, target_mask).permute(0, 2, 3, 1)
+    shift = _resize(shift.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
+    target_mask = _resize(target_mask, size)
+    coords = _pixel_grid(size, torch.float32, image.device)[:2].T.reshape(1, size, size, 2) + shift
+    normalised = (2 * coords + 1) / size - 1  # align_corners=False
+    warped = F.grid_sample(image, normalised.to(image.dtype), mode="bilinear", padding_mode="border",
+                           align_corners=False)
+    inside = (normalised.abs() <= 1).all(-1)[:, None].to(image.dtype)  # (B, 1, S, S)
+    return warped, target_mask.to(image.dtype) * inside
+
+
+def _resize(grid: Tensor, size: int) -> Tensor:
+    """Bilinear resize of (B, C, R, R) to (B, C, S, S), pixel centres aligned (align_corners=False)."""
+    if grid.shape[-1] == size:
+        return grid
+    return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def normalised_landmarks(landmarks: Tensor) -> Tensor:
+    """(..., 68, 2) with position and scale removed: what is left is pose and expression."""
+    centred = landmarks - landmarks.mean(dim=-2, keepdim=True)
+    return centred / (centred.pow(2).sum(-1).mean(-1)[..., None, None].sqrt() + 1e-9)
+
+
+def nearest_shot(shot_landmarks: Tensor, target_landmarks: Tensor, exclude: Tensor | None = None) -> Tensor:
+    """Index of the shot closest in pose and expression to each target.
+
+    Args:
+        shot_landmarks: (B, K, 68, 2). target_landmarks: (B, 68, 2).
+        exclude: optional (B,) shot index not to pick (e.g. the target itself), ignored when K = 1.
+    Returns:
+        (B,) long.
+    """
+    distance = (normalised_landmarks(shot_landmarks) - normalised_landmarks(target_landmarks)[:, None]).abs()
+    distance = torch.nan_to_num(distance.mean(dim=(-1, -2)), nan=1e9)  # (B, K)
+    if exclude is not None and shot_landmarks.shape[1] > 1:
+        distance = distance.scatter(1, exclude[:, None].to(distance.device), float("inf"))
+    return distance.argmin(dim=1)
+
+
+def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
+               exclude: Tensor | None = None) -> Tensor:
+    """The warp-guided generator's extra input: the nearest shot warped onto the target.
+
+    Args:
+        shots: (B, K, 3, S, S) in [-1, 1]. shot_landmarks: (B, K, 68, 2) pixels.
+        target_landmarks: (B, 68, 2). exclude: see :func:`nearest_shot`.
+    Returns:
+        (B, 4, S, S): the warped shot (3 channels) and its trust mask (1 channel).
+    """
+    pick = nearest_shot(shot_landmarks, target_landmarks, exclude)  # (B,)
+    rows = torch.arange(shots.shape[0], device=shots.device)
+    image = shots[rows, pick.to(shots.device)]
+    marks = shot_landmarks[rows.to(shot_landmarks.device), pick.to(shot_landmarks.device)]
+    warped, mask = warp_image(image, marks.to(image.device).float(), target_landmarks.to(image.device).float())
+    return torch.cat([warped, mask], dim=1)

@@ -1,0 +1,219 @@
+"""Piecewise-affine landmark warping and the warp-guided generator."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.data import warp
+
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "talkinghead" / "assets"
+
+
+def _template(size: int) -> torch.Tensor:
+    return torch.from_numpy(warp.TEMPLATE_68[None] * size).float()
+
+
+def _move(marks: torch.Tensor, angle_deg=6.0, scale=1.05, shift=(4.0, -3.0), jaw=5.0) -> torch.Tensor:
+    """A realistic target: the face turned, scaled, shifted, with the jaw and lower lip dropped."""
+    c = marks.mean(1, keepdim=True)
+    a = np.radians(angle_deg)
+    rot = torch.tensor([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]], dtype=torch.float32)
+    out = (marks - c) @ rot.T * scale + c + torch.tensor(shift)
+    drop = torch.zeros(68)
+    drop[[5, 6, 7, 8, 9, 10, 11]] = torch.tensor([0.4, 0.7, 0.9, 1.0, 0.9, 0.7, 0.4])
+    drop[[55, 56, 57, 58, 59, 65, 66, 67]] = 1.0
+    out[..., 1] += jaw * drop
+    return out
+
+
+def _demo_pairs(size: int, count: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real landmark pairs (frame 0 → other frames) of the bundled driving track, in a crop."""
+    from talkinghead.data.crop import square_box_from_landmarks
+
+    track = np.load(ASSETS / "demo_track.npy")
+    cx, cy, side = square_box_from_landmarks(track[0])
+    crop = (track - [cx - side / 2, cy - side / 2]) / side * size
+    idx = np.linspace(1, len(track) - 1, count).round().astype(int)
+    source = torch.tensor(np.repeat(crop[:1], count, 0), dtype=torch.float32)
+    return source, torch.tensor(crop[idx], dtype=torch.float32)
+
+
+def test_warp_maps_source_landmarks_onto_target_landmarks():
+    size = 128
+    source = _template(size)
+    target = _move(source)
+    moved = warp.map_points(source, target, target, size)
+    assert (moved - source).abs().max() < 0.5
+    # the per-pixel map agrees with the point map at pixel centres
+    grid = warp.piecewise_affine_map(source, target, size)
+    ij = torch.tensor([[10, 20], [64, 64], [70, 90], [127, 0]])
+    points = ij[:, [1, 0]].float()[None]  # (x, y)
+    assert torch.allclose(grid[0, ij[:, 0], ij[:, 1]], warp.map_points(source, target, points, size)[0], atol=1e-3)
+    # real faces: every target landmark that is not on top of another one (a closed mouth's inner
+    # lips coincide, and one place cannot map to two) lands on its source landmark
+    source, target = _demo_pairs(size)
+    moved = warp.map_points(source, target, target, size)
+    gaps = torch.cdist(target, target) + torch.eye(68) * 1e9
+    distinct = gaps.amin(-1) > 1.0
+    assert distinct.float().mean() > 0.8
+    err = (moved - source).abs().amax(-1)[distinct]
+    assert err.max() < 0.5, err.max()
+
+
+def test_warped_image_puts_source_features_at_target_landmarks():
+    """A bright dot at each source landmark appears at the target landmark in the warped image."""
+    size = 128
+    source = _template(size)
+    target = _move(source)
+    image = torch.full((1, 1, size, size), -1.0)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    for k in (8, 30, 36, 45):  # chin, nose tip, eye corners
+        x, y = source[0, k]
+        image[0, 0] = torch.maximum(image[0, 0], 2 * torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 4.0) - 1)
+    warped, _ = warp.warp_image(image, source, target)
+    for k in (8, 30, 36, 45):
+        x, y = target[0, k]
+        x0, y0 = int(x) - 5, int(y) - 5
+        window = (warped[0, 0, y0:y0 + 11, x0:x0 + 11] + 1).clamp(min=0) ** 2
+        wy, wx = torch.meshgrid(torch.arange(11.0), torch.arange(11.0), indexing="ij")
+        found = torch.stack([x0 + (window * wx).sum() / window.sum(), y0 + (window * wy).sum() / window.sum()])
+        assert (found - target[0, k]).norm() <= 0.5, k
+
+
+def test_equal_landmarks_give_the_identity():
+    size = 96
+    image = torch.rand(2, 3, size, size) * 2 - 1
+    marks = torch.stack([_template(size)[0], _move(_template(size))[0]])
+    warped, mask = warp.warp_image(image, marks, marks)
+    assert torch.allclose(warped, image, atol=1e-4)
+    assert mask.shape == (2, 1, size, size) and 0 <= mask.min() and mask.max() <= 1
+
+
+def test_batched_and_unbatched_warps_agree():
+    size = 64
+    source, target = _demo_pairs(size, count=3)
+    image = torch.rand(3, 3, size, size)
+    batched, batched_mask = warp.warp_image(image, source, target)
+    for i in range(3):
+        single, single_mask = warp.warp_image(image[i:i + 1], source[i:i + 1], target[i:i + 1])
+        assert torch.allclose(batched[i:i + 1], single, atol=1e-5)
+        assert torch.allclose(batched_mask[i:i + 1], single_mask, atol=1e-6)
+
+
+def test_pixels_outside_the_head_mask_do_not_move():
+    size = 128
+    source = _template(size)
+    target = _move(source, angle_deg=10, shift=(8.0, 4.0), jaw=8.0)
+    image = torch.rand(1, 3, size, size)
+    warped, _ = warp.warp_image(image, source, target)
+    outside = (warp.motion_mask(source, target, size) == 0)[0, 0]
+    # the motion mask covers both heads (jaw line and forehead), grown by a margin
+    for marks in (source, target):
+        for k in (0, 8, 16, 19, 24):
+            x, y = marks[0, k].round().long()
+            assert not outside[y, x]
+    assert outside.float().mean() > 0.1  # the test means something: there is background
+    assert torch.allclose(warped[0][:, outside], image[0][:, outside], atol=1e-4)
+    moved = (warped - image).abs().amax(1)[0] > 1e-3
+    assert moved[~outside].float().mean() > 0.3  # and the head did move
+    # without rigid background the whole frame bends
+    bent, _ = warp.warp_image(image, source, target, rigid_background=False)
+    assert not torch.allclose(bent[0][:, outside], image[0][:, outside], atol=1e-3)
+
+
+@pytest.mark.parametrize("case", ["collinear", "off_image", "nan", "all_equal"])
+def test_degenerate_landmarks_never_give_nan(case):
+    size = 64
+    source = _template(size)
+    if case == "collinear":
+        target = torch.stack([torch.linspace(5, 60, 68), torch.full((68,), 30.0)], -1)[None]
+    elif case == "off_image":
+        target = source + torch.tensor([500.0, -400.0])
+    elif case == "nan":
+        target = source.clone()
+        target[0, 10] = float("nan")
+    else:
+        target = torch.full((1, 68, 2), 32.0)
+    image = torch.rand(1, 3, size, size) * 2 - 1
+    warped, mask = warp.warp_image(image, source, target)
+    assert torch.isfinite(warped).all() and torch.isfinite(mask).all()
+    assert warped.min() >= -1 - 1e-5 and warped.max() <= 1 + 1e-5
+    if case == "nan":  # documented fallback: no usable landmarks, no warp
+        assert torch.allclose(warped, image, atol=1e-4)
+
+
+def test_nearest_shot_ignores_position_and_scale_and_can_exclude():
+    base = _template(64)[0]
+    opened = _move(base[None], angle_deg=0, scale=1.0, shift=(0.0, 0.0), jaw=6.0)[0]
+    shots = torch.stack([base, opened])[None].repeat(2, 1, 1, 1)  # (2, K=2, 68, 2)
+    target = torch.stack([opened * 1.3 + 7, base - 3])  # scaled/shifted copies
+    assert warp.nearest_shot(shots, target).tolist() == [1, 0]
+    assert warp.nearest_shot(shots, target, exclude=torch.tensor([1, 0])).tolist() == [0, 1]
+
+
+def test_warp_guided_generator_overfits_one_episode(synthetic_dataset):
+    from talkinghead.config import get_preset
+    from talkinghead.data.episodes import EpisodeDataset
+    from talkinghead.models import build_models
+
+    torch.manual_seed(0)
+    cfg = get_preset("tiny").override(["model.warp_guidance=true"])
+    E, G, _ = build_models(cfg.model, num_videos=3)
+    episode = EpisodeDataset(synthetic_dataset, shots=2, size=64)[0]
+    frames, sketches = episode["frames"][None], episode["sketches"][None]
+    guide = warp.warp_guide(frames, episode["landmarks"][None], episode["target_landmarks"][None])
+    assert guide.shape == (1, 4, 64, 64)
+    with pytest.raises(ValueError, match="guide"):
+        G(episode["target_sketch"][None], torch.zeros(G.psi_size))
+    # A misleading guide (colours inverted) makes G learn to distrust it and synthesise instead.
+    guide = torch.cat([-guide[:, :3], guide[:, 3:]], 1)
+    opt = torch.optim.Adam(list(E.parameters()) + list(G.parameters()), lr=2e-3)
+    losses = []
+    for _ in range(60):
+        e_hat = E(frames, sketches).mean(1)
+        fake = G(episode["target_sketch"][None], G.psi_from_embedding(e_hat), guide)
+        loss = (fake - episode["target"][None]).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    warp_only = (guide[:, :3] - episode["target"][None]).abs().mean().item()
+    assert losses[-1] < 0.5 * losses[0]
+    assert losses[-1] < 0.3 * warp_only
+
+
+@pytest.fixture(scope="module")
+def warp_checkpoint(synthetic_dataset, tmp_path_factory):
+    from talkinghead.config import get_preset
+    from talkinghead.train.meta import train_meta
+
+    cfg = get_preset("tiny").override(["model.warp_guidance=true", "train.steps=2", "train.checkpoint_every=2",
+                                       "train.log_every=1", "train.image_every=1000"])
+    return train_meta(synthetic_dataset, tmp_path_factory.mktemp("warp_run"), cfg, progress=False)
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_warp_guided_avatar_round_trips(synthetic_dataset, warp_checkpoint, tmp_path, steps):
+    from talkinghead.data.episodes import EpisodeDataset
+    from talkinghead.infer.avatar import Avatar
+
+    episode = EpisodeDataset(synthetic_dataset, shots=3, size=64)[1]
+    crops = ((episode["frames"].permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
+    avatar = Avatar.from_crops(crops, episode["landmarks"].numpy(), warp_checkpoint, finetune_steps=steps,
+                               progress=False)
+    drive = np.stack([episode["target_landmarks"].numpy(), episode["landmarks"][0].numpy()])
+    frames = avatar.animate(drive, progress=False)
+    loaded = Avatar.load(avatar.save(tmp_path / "w.avatar"))
+    assert loaded.config.model.warp_guidance and loaded.shots == 3
+    assert np.array_equal(loaded.animate(drive, progress=False), frames)
+    # the renderer module (export/live) gives the same frames from sketches and landmarks
+    from talkinghead.data.sketch import landmarks_to_sketch, sketch_to_tensor, tensor_to_image
+
+    sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(m, 64)) for m in drive])
+    with torch.no_grad():
+        direct = tensor_to_image(loaded.renderer()(sketches, torch.from_numpy(drive)))
+    assert np.abs(direct.astype(int) - frames).max() <= 1
+    with pytest.raises(Exception, match="landmarks"):
+        loaded.render(sketches)
