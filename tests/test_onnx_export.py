@@ -59,3 +59,27 @@ def test_export_onnx_cli_bad_input(avatar_file, tmp_path, capsys):
     assert main(["export", "--onnx", str(tmp_path / "missing.avatar"), "-o", str(tmp_path / "a.onnx")]) == 2
     assert "missing.avatar: avatar file not found" in capsys.readouterr().err
     assert not (tmp_path / "a.onnx").exists()
+
+
+def test_warp_guided_avatar_exports_with_its_warp(tmp_path):
+    """A warp-guided avatar's renderer warps its shots onto the landmarks: the ONNX graph reads
+    the landmarks input and matches PyTorch."""
+    from talkinghead.config import get_preset
+    from talkinghead.data.synthetic import procedural_track, render_synthetic_face
+    from talkinghead.infer.avatar import Avatar
+    from talkinghead.infer.onnx_export import export_onnx, verify_onnx
+    from talkinghead.models import build_models
+    from talkinghead.train.checkpoint import save_checkpoint
+
+    cfg = get_preset("tiny").override(["model.warp_guidance=true"])
+    E, G, D = build_models(cfg.model, num_videos=1)
+    ckpt = save_checkpoint(tmp_path / "warp.safetensors", cfg, {"E": E, "G": G, "D": D}, 0)
+    track = procedural_track(cfg.model.image_size, frames=2)
+    crops = np.stack([render_synthetic_face(l, cfg.model.image_size) for l in track])
+    avatar = Avatar.from_crops(crops, track, ckpt, finetune_steps=0, device="cpu", progress=False)
+    path = export_onnx(avatar, tmp_path / "warp.onnx")
+    model = onnx.load(str(path))
+    used = {name for node in model.graph.node for name in node.input}
+    assert "landmarks" in used  # the warp reads it
+    check = verify_onnx(avatar, path, frames=3)
+    assert check["max_abs_diff"] <= 1e-3, check

@@ -59,6 +59,8 @@ def run(args) -> int:
         raise TalkingHeadError(f"{args.output}: output must be an .mp4 file")
     if args.max_frames is not None and args.max_frames <= 0:
         raise TalkingHeadError(f"--max-frames {args.max_frames}: must be positive")
+    if not 32 <= args.display_size <= 2048:
+        raise TalkingHeadError(f"--display-size {args.display_size}: use 32 to 2048 pixels")
     if args.render_delay < 0:
         raise TalkingHeadError(f"--render-delay {args.render_delay}: must be >= 0")
     return run_live(args)
