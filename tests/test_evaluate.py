@@ -42,7 +42,7 @@ def test_evaluate_writes_table_csv_grid_and_resumes(real_dev_data, synthetic_dat
     # the warp follows the target's landmarks better than the unmoved nearest shot, stays sharp
     assert float(warped["nme"]) < float(baseline["nme"])
     assert 0.5 < float(warped["sharpness"]) < 1.5
-    assert baseline["jitter"] == "" and float(warped["jitter"]) > 0
+    assert baseline["jitter"] in ("", "nan") and float(warped["jitter"]) > 0  # no jitter for still shots
     assert all(-1 <= float(r["ssim"]) <= 1 for r in rows)  # SSIM can be negative for noise
     assert (report / "grid.png").is_file() and "grid.png" in (report / "report.md").read_text()
     # the report names the exact model (file, step, hash), not this machine's path to it

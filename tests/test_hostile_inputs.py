@@ -176,7 +176,7 @@ def _enospc_safetensors(path):
 
 @pytest.mark.parametrize("fail", [_enospc_oserror, _enospc_safetensors], ids=["OSError", "SafetensorError"])
 def test_full_disk_is_one_line_and_leaves_nothing(fail, tmp_path, monkeypatch, capsys):
-    import talkinghead.train.checkpoint as checkpoint
+    import talkinghead.checkpoint as checkpoint
 
     def full_disk_save(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half a file")  # the disk filled up part-way
@@ -204,7 +204,7 @@ def test_sigterm_exits_143_without_temporary_files(tmp_path):
     out = tmp_path / "out" / "model.safetensors"
     script = textwrap.dedent(f"""
         import sys, time
-        import talkinghead.train.checkpoint as checkpoint
+        import talkinghead.checkpoint as checkpoint
         from talkinghead.fileio import atomic_path
 
         def slow_export(src, dst, **kwargs):
