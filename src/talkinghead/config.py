@@ -180,7 +180,7 @@ class TrainConfig:
 
 #: Lower bounds of TrainConfig's integer fields (fields not listed: any finite value).
 _TRAIN_MINIMUM = {"batch_size": 1, "shots": 1, "disc_steps": 0, "steps": 1, "checkpoint_every": 1,
-                  "keep_checkpoints": 1, "log_every": 1, "image_every": 1, "num_workers": 0,
+                  "keep_checkpoints": 1, "log_every": 1, "image_every": 1, "num_workers": -1,
                   "finetune_steps": 0, "finetune_batch_size": 1, "finetune_warp": 0.0,
                   "finetune_jaw_drop": 0.0,
                   # a learning rate of 0 freezes a network (tests and ablations use it)
