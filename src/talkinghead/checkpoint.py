@@ -13,6 +13,7 @@ JSON), ``extra`` (JSON). Nothing is ever unpickled, so a checkpoint from anywher
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -195,6 +196,14 @@ def load_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim.Op
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, computed once per file version (path, size, modification time): an
+    evaluation builds many avatars from one checkpoint of possibly gigabytes."""
+    stat = os.stat(path)
+    return _sha256_of_version(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of_version(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

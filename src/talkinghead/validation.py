@@ -109,9 +109,7 @@ def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...] = ()) -
     if path.is_dir():
         raise TalkingHeadError(f"{path}: is a folder; name the output file (e.g. {path / ('out' + (suffixes[0] if suffixes else ''))})")
     parent = path.parent if str(path.parent) else Path(".")
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _nearest_existing(parent)
     if not existing.is_dir():
         raise TalkingHeadError(f"{path}: cannot write there ({existing} is not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -121,14 +119,19 @@ def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...] = ()) -
     return path
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (where a new file or folder would be made)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_output_folder(path: str | os.PathLike) -> Path:
     """An output folder: not an existing file, and writable where it exists (not created here)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise TalkingHeadError(f"{path}: exists and is not a folder")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _nearest_existing(path)
     if not existing.is_dir():
         raise TalkingHeadError(f"{path}: cannot create it ({existing} is not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -218,7 +218,7 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     out = ensure_writable_dir(out_dir)
     per_video = ensure_writable_dir(out / "per_video")
     ckpt = load_checkpoint(checkpoint)
-    checkpoint_sha = file_sha256(ckpt.path)  # once: the file may be gigabytes
+    checkpoint_sha = file_sha256(ckpt.path)  # cached: avatars built below reuse it
     size = ckpt.config.model.image_size
     videos = load_videos(data_root, identities, min_frames=1)
     scorer = Scorer()
@@ -254,7 +254,7 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
                 if p.name in current]
     fid_scores, fid_note = fid.scores(rows) if fid else (None, None)
     return write_report(rows, examples[: settings.grid_examples], out,
-                        checkpoint=describe_checkpoint(ckpt, checkpoint_sha), failures=failures,
+                        checkpoint=describe_checkpoint(ckpt), failures=failures,
                         fid=fid_scores, fid_note=fid_note)
 
 

@@ -60,14 +60,12 @@ def markdown_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def describe_checkpoint(checkpoint, sha256: str | None = None) -> str:
+def describe_checkpoint(checkpoint) -> str:
     """File name, step and SHA-256 prefix of a loaded :class:`Checkpoint`, for the report's
-    ``Checkpoint:`` line: names the exact model without this machine's paths. Pass ``sha256``
-    when it is known: hashing a large checkpoint again costs a full read."""
+    ``Checkpoint:`` line: names the exact model without this machine's paths."""
     from talkinghead.checkpoint import file_sha256
 
-    digest = sha256 or file_sha256(checkpoint.path)
-    return f"`{checkpoint.path.name}` (step {checkpoint.step}, SHA-256 {digest[:12]})"
+    return f"`{checkpoint.path.name}` (step {checkpoint.step}, SHA-256 {file_sha256(checkpoint.path)[:12]})"
 
 
 def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkpoint: str,

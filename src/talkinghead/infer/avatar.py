@@ -14,7 +14,6 @@ fine-tuning changes all of G's weights (as in the paper), and so needs no meta c
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import logging
 import os
@@ -164,7 +163,7 @@ class Avatar:
                                    landmarks=torch.from_numpy(np.asarray(landmarks, np.float32)),
                                    seed=seed, progress=progress, content_loss=content_loss)
         return cls(config, G, psi, embedding, landmarks, crops, meta_checkpoint=str(ckpt.path),
-                   meta_sha256=_file_sha256_once(ckpt.path), finetune_steps=steps, finetune_history=history)
+                   meta_sha256=file_sha256(ckpt.path), finetune_steps=steps, finetune_history=history)
 
     # -- rendering -------------------------------------------------------------------------------
     def _inference_generator(self) -> nn.Module:
@@ -322,18 +321,6 @@ class AvatarRenderer(nn.Module):
             guide = warp_guide(self.shots[None].expand(b, -1, -1, -1, -1),
                                self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float())
         return self.generator(sketches, self.psi.expand(b, -1), guide)
-
-
-def _file_sha256_once(path: str | os.PathLike) -> str:
-    """SHA-256 of a checkpoint file, computed once per file version (path, size, mtime): an
-    evaluation builds many avatars from one checkpoint of possibly gigabytes."""
-    stat = os.stat(path)
-    return _cached_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
 
 
 def _with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:
