@@ -61,9 +61,10 @@ def test_export_onnx_cli_bad_input(avatar_file, tmp_path, capsys):
     assert not (tmp_path / "a.onnx").exists()
 
 
-def test_warp_guided_avatar_exports_with_its_warp(tmp_path):
-    """A warp-guided avatar's renderer warps its shots onto the landmarks: the ONNX graph reads
-    the landmarks input and matches PyTorch."""
+@pytest.mark.parametrize("fused", [1, 2])
+def test_warp_guided_avatar_exports_with_its_warp(tmp_path, fused):
+    """A warp-guided avatar's renderer warps its shots (one, or two fused) onto the landmarks:
+    the ONNX graph reads the landmarks input and matches PyTorch."""
     from talkinghead.config import get_preset
     from talkinghead.data.synthetic import procedural_track, render_synthetic_face
     from talkinghead.infer.avatar import Avatar
@@ -71,10 +72,10 @@ def test_warp_guided_avatar_exports_with_its_warp(tmp_path):
     from talkinghead.models import build_models
     from talkinghead.train.checkpoint import save_checkpoint
 
-    cfg = get_preset("tiny").override(["model.warp_guidance=true"])
+    cfg = get_preset("tiny").override(["model.warp_guidance=true", f"model.warp_shots={fused}"])
     E, G, D = build_models(cfg.model, num_videos=1)
     ckpt = save_checkpoint(tmp_path / "warp.safetensors", cfg, {"E": E, "G": G, "D": D}, 0)
-    track = procedural_track(cfg.model.image_size, frames=2)
+    track = procedural_track(cfg.model.image_size, frames=3)
     crops = np.stack([render_synthetic_face(l, cfg.model.image_size) for l in track])
     avatar = Avatar.from_crops(crops, track, ckpt, finetune_steps=0, device="cpu", progress=False)
     path = export_onnx(avatar, tmp_path / "warp.onnx")

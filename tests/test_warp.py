@@ -158,6 +158,33 @@ def test_nearest_shot_ignores_position_and_scale_and_can_exclude():
     assert warp.nearest_shot(shots, target, exclude=torch.tensor([1, 0])).tolist() == [0, 1]
 
 
+def test_fused_guide_weights_shots_by_landmark_distance():
+    size = 64
+    base = _template(size)[0]
+    opened = _move(base[None], angle_deg=0, scale=1.0, shift=(0.0, 0.0), jaw=6.0)[0]
+    images = torch.rand(3, 3, size, size) * 2 - 1
+    marks = torch.stack([base, opened, base.clone()])  # shots 0 and 2 share the target's landmarks
+    shots, shot_marks = images[None], marks[None]
+
+    def single(i):
+        return torch.cat(warp.warp_image(images[i:i + 1], marks[i:i + 1], base[None]), dim=1)
+
+    one = warp.warp_guide(shots, shot_marks, base[None], fuse=1)
+    assert torch.allclose(one, single(0), atol=1e-5)  # fuse=1: the nearest shot alone
+    # Two shots at distance 0 share the weight equally; the far one (open jaw) gets ~none.
+    both = warp.warp_guide(shots, shot_marks, base[None], fuse=3)
+    assert torch.allclose(both, (single(0) + single(2)) / 2, atol=1e-4)
+    # Excluding shot 0 leaves shot 2 nearest: fuse=2 then mixes in shot 1 by its distance only.
+    excluded = warp.warp_guide(shots, shot_marks, base[None], exclude=torch.tensor([0]), fuse=2)
+    gap = (warp.normalised_landmarks(opened) - warp.normalised_landmarks(base)).abs().mean()
+    w1 = torch.sigmoid(-gap / warp.FUSION_TEMPERATURE)  # softmax of two = sigmoid of the gap
+    assert 0.0 < w1 < 0.5
+    assert torch.allclose(excluded, (1 - w1) * single(2) + w1 * single(1), atol=1e-4)
+    # K smaller than fuse, and K = 1 with exclusion (ignored): still one valid guide.
+    lone = warp.warp_guide(shots[:, :1], shot_marks[:, :1], base[None], exclude=torch.tensor([0]), fuse=2)
+    assert torch.allclose(lone, single(0), atol=1e-5)
+
+
 @pytest.mark.parametrize("correction", [False, True])
 def test_warp_guided_generator_overfits_one_episode(synthetic_dataset, correction):
     from talkinghead.config import get_preset
@@ -196,7 +223,9 @@ def warp_checkpoint(synthetic_dataset, tmp_path_factory):
     from talkinghead.config import get_preset
     from talkinghead.train.meta import train_meta
 
-    cfg = get_preset("tiny").override(["model.warp_guidance=true", "model.warp_correction=true", "train.steps=2",
+    # Two fused shots: the guide path of meta-learning, fine-tuning and the renderer with fusion.
+    cfg = get_preset("tiny").override(["model.warp_guidance=true", "model.warp_correction=true",
+                                       "model.warp_shots=2", "train.steps=2",
                                        "train.checkpoint_every=2",
                                        "train.log_every=1", "train.image_every=1000"])
     return train_meta(synthetic_dataset, tmp_path_factory.mktemp("warp_run"), cfg, progress=False)
@@ -215,6 +244,7 @@ def test_warp_guided_avatar_round_trips(synthetic_dataset, warp_checkpoint, tmp_
     frames = avatar.animate(drive, progress=False)
     loaded = Avatar.load(avatar.save(tmp_path / "w.avatar"))
     assert loaded.config.model.warp_guidance and loaded.config.model.warp_correction and loaded.shots == 3
+    assert loaded.config.model.warp_shots == 2
     assert np.array_equal(loaded.animate(drive, progress=False), frames)
     # the renderer module (export/live) gives the same frames from sketches and landmarks
     from talkinghead.data.sketch import landmarks_to_sketch, sketch_to_tensor, tensor_to_image

@@ -292,6 +292,25 @@ def normalised_landmarks(landmarks: Tensor) -> Tensor:
     return centred / (centred.pow(2).sum(-1).mean(-1)[..., None, None].sqrt() + 1e-9)
 
 
+#: Fused guide (``model.warp_shots`` > 1): softmax temperature over the shots' landmark
+#: distances (:func:`shot_distances` units, mean absolute normalised offset). At 0.005 a shot
+#: 0.01 farther than the nearest (a typical gap) gets e⁻² ≈ 0.14 of its weight: near-equal
+#: matches are averaged (their misalignments cancel), clearly worse ones barely count. On the
+#: dev clips (K = 8, 2 shots) SSIM 0.722 → 0.738 and PSNR 22.48 → 23.03 dB against the single
+#: nearest shot, at sharpness 0.83 (0.97); 0.02 blurred to 0.74.
+FUSION_TEMPERATURE = 0.005
+
+
+def shot_distances(shot_landmarks: Tensor, target_landmarks: Tensor, exclude: Tensor | None = None) -> Tensor:
+    """(B, K) distance in pose and expression of each shot (B, K, 68, 2) to each target (B, 68, 2):
+    mean absolute offset of the normalised landmarks; ``exclude`` (B,) gets +inf (unless K = 1)."""
+    distance = (normalised_landmarks(shot_landmarks) - normalised_landmarks(target_landmarks)[:, None]).abs()
+    distance = torch.nan_to_num(distance.mean(dim=(-1, -2)), nan=1e9)  # (B, K)
+    if exclude is not None and shot_landmarks.shape[1] > 1:
+        distance = distance.scatter(1, exclude[:, None].to(distance.device), float("inf"))
+    return distance
+
+
 def nearest_shot(shot_landmarks: Tensor, target_landmarks: Tensor, exclude: Tensor | None = None) -> Tensor:
     """Index of the shot closest in pose and expression to each target.
 
@@ -301,26 +320,33 @@ def nearest_shot(shot_landmarks: Tensor, target_landmarks: Tensor, exclude: Tens
     Returns:
         (B,) long.
     """
-    distance = (normalised_landmarks(shot_landmarks) - normalised_landmarks(target_landmarks)[:, None]).abs()
-    distance = torch.nan_to_num(distance.mean(dim=(-1, -2)), nan=1e9)  # (B, K)
-    if exclude is not None and shot_landmarks.shape[1] > 1:
-        distance = distance.scatter(1, exclude[:, None].to(distance.device), float("inf"))
-    return distance.argmin(dim=1)
+    return shot_distances(shot_landmarks, target_landmarks, exclude).argmin(dim=1)
 
 
 def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
-               exclude: Tensor | None = None) -> Tensor:
-    """The warp-guided generator's extra input: the nearest shot warped onto the target.
+               exclude: Tensor | None = None, fuse: int = 1) -> Tensor:
+    """The warp-guided generator's extra input: the nearest shot(s) warped onto the target.
 
     Args:
         shots: (B, K, 3, S, S) in [-1, 1]. shot_landmarks: (B, K, 68, 2) pixels.
         target_landmarks: (B, 68, 2). exclude: see :func:`nearest_shot`.
+        fuse: warp the ``min(fuse, K)`` nearest shots and average them, weighted by a softmax of
+            their landmark distances (:data:`FUSION_TEMPERATURE`); 1: the nearest shot alone.
     Returns:
-        (B, 4, S, S): the warped shot (3 channels) and its trust mask (1 channel).
+        (B, 4, S, S): the warped shot(s) (3 channels) and the trust mask (1 channel).
     """
-    pick = nearest_shot(shot_landmarks, target_landmarks, exclude)  # (B,)
-    rows = torch.arange(shots.shape[0], device=shots.device)
-    image = shots[rows, pick.to(shots.device)]
-    marks = shot_landmarks[rows.to(shot_landmarks.device), pick.to(shot_landmarks.device)]
-    warped, mask = warp_image(image, marks.to(image.device).float(), target_landmarks.to(image.device).float())
-    return torch.cat([warped, mask], dim=1)
+    k = shots.shape[1]
+    m = max(1, min(int(fuse), k - (1 if exclude is not None and k > 1 else 0)))
+    distance = shot_distances(shot_landmarks, target_landmarks, exclude)  # (B, K)
+    nearest, pick = torch.topk(distance, m, dim=1, largest=False)  # (B, M) ascending
+    weight = torch.softmax(-(nearest - nearest[:, :1]) / FUSION_TEMPERATURE, dim=1).to(shots.dtype)
+    rows = torch.arange(shots.shape[0], device=shots.device)[:, None]  # batch size stays symbolic in ONNX
+    image = shots[rows, pick.to(shots.device)].flatten(0, 1)  # (B·M, 3, S, S)
+    marks = shot_landmarks[rows.to(shot_landmarks.device), pick.to(shot_landmarks.device)].flatten(0, 1)
+    target = target_landmarks.to(image.device).float()[:, None].expand(-1, m, -1, -1).flatten(0, 1)
+    warped, mask = warp_image(image, marks.to(image.device).float(), target)
+    guide = torch.cat([warped, mask], dim=1)
+    guide = guide.reshape(-1, m, *guide.shape[1:])  # (B, M, 4, S, S)
+    if m == 1:
+        return guide[:, 0]
+    return (weight.to(guide.device)[:, :, None, None, None] * guide).sum(dim=1)

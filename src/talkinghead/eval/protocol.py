@@ -200,8 +200,12 @@ def result_key(checkpoint_sha256: str, config, settings: EvalSettings, video: Vi
     import dataclasses
     import hashlib
 
+    # Only what changes FF/FT avatars: the checkpoint's SHA covers its own config, so the key holds
+    # the fine-tuning fields and losses as applied (they can be overridden); a new training-only
+    # field elsewhere in the config leaves cached results valid.
+    train = {k: v for k, v in config.to_dict()["train"].items() if k.startswith("finetune") or k == "betas"}
     parts = {"protocol": PROTOCOL_VERSION, "checkpoint": checkpoint_sha256,
-             "train": config.to_dict()["train"], "loss": config.to_dict()["loss"],
+             "train": train, "loss": config.to_dict()["loss"],
              "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "grid_examples"},
              "video": video.key, "frames": [list(map(str, f)) for f in video.frames], "shots": shots}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -319,7 +319,8 @@ class AvatarRenderer(nn.Module):
         guide = None
         if self.guided:
             guide = warp_guide(self.shots[None].expand(b, -1, -1, -1, -1),
-                               self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float())
+                               self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float(),
+                               fuse=self.generator.warp_shots)
         return self.generator(sketches, self.psi.expand(b, -1), guide)
 
 

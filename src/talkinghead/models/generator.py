@@ -80,6 +80,8 @@ class Generator(nn.Module):
 
         self.warp_guidance = cfg.warp_guidance
         self.warp_correction = cfg.warp_guidance and cfg.warp_correction
+        #: How many nearest shots the guide fuses (:func:`talkinghead.data.warp.warp_guide`).
+        self.warp_shots = cfg.warp_shots
         # Encoder: level l-1 -> l, affine (non-adaptive) instance norm.
         down: list[nn.Module] = []
         size, cin = cfg.image_size, 3 + (GUIDE_CHANNELS if cfg.warp_guidance else 0)

@@ -172,7 +172,7 @@ def finetune(
             with torch.no_grad():
                 guide = warp_guide(images[None].expand(len(pick), -1, -1, -1, -1),
                                    landmarks[None].expand(len(pick), -1, -1, -1).to(device),
-                                   moved.float().to(device), exclude=pick)
+                                   moved.float().to(device), exclude=pick, fuse=G.warp_shots)
         with autocast:
             fake = G(sketch, psi, guide)
             if tc.finetune_adversarial:

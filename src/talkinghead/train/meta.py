@@ -98,20 +98,31 @@ def reduce_sparse_rows(param: torch.nn.Parameter) -> None:
     param.grad = summed / world
 
 
-def episode_guide(episodes: dict) -> torch.Tensor:
-    """The warp-guided G's guide: the shot nearest each target warped onto its landmarks (B, 4, S, S)."""
+def episode_guide(episodes: dict, fuse: int = 1) -> torch.Tensor:
+    """The warp-guided G's guide: the ``fuse`` shots nearest each target warped onto its
+    landmarks and averaged (:func:`warp_guide`) → (B, 4, S, S)."""
     with torch.no_grad():
-        return warp_guide(episodes["frames"], episodes["landmarks"].float(), episodes["target_landmarks"].float())
+        return warp_guide(episodes["frames"], episodes["landmarks"].float(), episodes["target_landmarks"].float(),
+                          fuse=fuse)
 
 
-def embed_and_render(episodes: dict, E, render, guided: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_and_render(episodes: dict, E, render, guided: bool = False, fuse: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """ê from the K shots and G's rendering of the target sketch: (ê (B, N), fake (B, 3, S, S)).
-    ``guided`` (``model.warp_guidance``): G also gets :func:`episode_guide`, stored in ``episodes``."""
+    ``guided`` (``model.warp_guidance``): G also gets :func:`episode_guide` of ``fuse`` shots,
+    stored in ``episodes``."""
     e_hat = E(episodes["frames"], episodes["sketches"]).float().mean(dim=1)  # (B, N)
     if guided and "guide" not in episodes:
-        episodes["guide"] = episode_guide(episodes)
+        episodes["guide"] = episode_guide(episodes, fuse)
     fake = render(episodes["target_sketch"], e_hat, episodes.get("guide"))  # (B, 3, S, S)
     return e_hat, fake
+
+
+def guide_shots(config: Config) -> int:
+    """Shots fused into this batch's guide: ``model.warp_shots``, or 1 for a random
+    ``train.warp_single_shot_fraction`` of batches (one-shot avatars see a lone warped shot)."""
+    if config.model.warp_shots > 1 and float(torch.rand(())) < config.train.warp_single_shot_fraction:
+        return 1
+    return config.model.warp_shots
 
 
 def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: Config,
@@ -125,13 +136,14 @@ def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: C
     """
     tc, lc = config.train, config.loss
     guided = config.model.warp_guidance
+    fuse = guide_shots(config)
     episodes = episodes_on_device(batch, device)
     target, target_sketch = episodes["target"], episodes["target_sketch"]  # (B, 3, S, S)
     video_index = episodes["video_index"]  # (B,)
 
     # E and G: embed the K frames, render the target sketch, step on L_CNT + L_ADV + L_MCH.
     with autocast(config, device):
-        e_hat, fake = embed_and_render(episodes, E, render, guided)
+        e_hat, fake = embed_and_render(episodes, E, render, guided, fuse)
         loss_g, terms = generator_losses(fake, target, target_sketch, raw_d,
                                          {"video_index": video_index}, content, lc)
         rows = raw_d.rows(video_index).detach()
@@ -151,7 +163,7 @@ def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: C
     for more in disc_batches[: max(tc.disc_steps - 1, 0)]:
         more = episodes_on_device(more, device)
         with torch.no_grad(), autocast(config, device):
-            more_e_hat, more_fake = embed_and_render(more, E, render, guided)
+            more_e_hat, more_fake = embed_and_render(more, E, render, guided, fuse)
         d_episodes.append((more["target"], more_fake, more["target_sketch"], more["video_index"], more_e_hat))
     for k in range(tc.disc_steps):
         real, fake_k, sketch_k, index_k, e_hat_k = d_episodes[min(k, len(d_episodes) - 1)]
