@@ -202,3 +202,18 @@ def test_live_cli_missing_camera_is_one_line(live_avatar, capsys):
     code = main(["live", "--avatar", str(live_avatar), "--camera", "63", "--no-window", "--max-frames", "3"])
     err = capsys.readouterr().err
     assert code == 2 and "error: camera 63: cannot be opened" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command, extra", [("live", ["--video", "x.mp4"]), ("animate", ["--driving", "x.mp4", "-o", "o.mp4"])])
+def test_live_and_animate_share_the_smoothing_and_person_options(command, extra):
+    """`--no-smooth` (issue 12's name; `--no-smoothing` kept as an alias) and `--avatar`/`--source`
+    mean the same in both commands."""
+    from talkinghead.cli import build_parser
+
+    parser = build_parser()
+    base = [command, "--avatar", "a.avatar", *extra]
+    assert parser.parse_args(base).no_smooth is False
+    assert parser.parse_args(base + ["--no-smooth"]).no_smooth is True
+    assert parser.parse_args(base + ["--no-smoothing"]).no_smooth is True
+    with pytest.raises(SystemExit):  # one person only
+        parser.parse_args([command, "--avatar", "a.avatar", "--source", "p.jpg", *extra])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from talkinghead.commands.common import add_person_arguments, add_smoothing_argument
 from talkinghead.errors import TalkingHeadError
 from talkinghead.validation import fps_type, int_in
 
@@ -22,14 +23,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser("animate", help="render an avatar driven by a video or landmarks",
                        description=__doc__, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--avatar", help="avatar file made by `talkinghead finetune`")
-    who.add_argument("--source", nargs="+", help="image(s) of the person: the avatar is built on the fly")
+    add_person_arguments(p, "image(s) of the person: the avatar is built on the fly",
+                         "meta checkpoint (with --source; default: bundled)")
     drive = p.add_mutually_exclusive_group(required=True)
     drive.add_argument("--driving", help="driving video (its audio is kept)")
     drive.add_argument("--landmarks", help="(T, 68, 2) .npy landmark track (puppeteering)")
     p.add_argument("-o", "--output", required=True, help="output .mp4")
-    p.add_argument("--checkpoint", default=None, help="meta checkpoint (with --source; default: bundled)")
     p.add_argument("--steps", type=int_in(0), default=None, help="fine-tuning steps with --source (0 = FF)")
     p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
                    help="with --source: change the model's fine-tuning settings, e.g. train.finetune_jaw_drop=0")
@@ -41,8 +40,7 @@ def add_parser(sub) -> None:
     p.set_defaults(mode="relative")
     p.add_argument("--reference", default="first",
                    help="driver's neutral frame for relative mode: 'first', 'best' (closest pose) or an index")
-    p.add_argument("--no-smooth", action="store_true",
-                   help="use the driving landmarks as detected (default: One-Euro smoothed against jitter)")
+    add_smoothing_argument(p)
     p.add_argument("--side-by-side", action="store_true", help="driver | landmarks | result")
     p.add_argument("--paste-back", action="store_true", help="paste the rendered face into the full source image")
     p.add_argument("--fps", type=fps_type, default=None, help="output fps (default: the driver's; 25 for .npy)")

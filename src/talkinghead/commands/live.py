@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from talkinghead.commands.common import add_person_arguments, add_smoothing_argument
 from talkinghead.errors import TalkingHeadError
 
 EXAMPLES = """examples:
@@ -23,16 +24,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser("live", help="drive an avatar in real time from a camera or video",
                        description=__doc__, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--avatar", help="avatar file made by `talkinghead finetune`")
-    who.add_argument("--source", nargs="+", help="photo(s) of the person: a feed-forward avatar is built on the fly")
+    add_person_arguments(p, "photo(s) of the person: a feed-forward avatar is built on the fly",
+                         "meta checkpoint (with --source, or an FF avatar's; default: bundled)")
     drive = p.add_mutually_exclusive_group(required=True)
     drive.add_argument("--camera", type=int, metavar="INDEX", help="camera index (0 = the default camera)")
     drive.add_argument("--video", help="a video file (or stream URL) standing in for a camera")
-    p.add_argument("--checkpoint", default=None, help="meta checkpoint (with --source, or an FF avatar's; default: bundled)")
     p.add_argument("--steps", type=int, default=0, help="fine-tuning steps with --source (default 0 = FF, instant)")
     p.add_argument("--absolute", action="store_true", help="driver's landmarks aligned as they are (default: relative)")
-    p.add_argument("--no-smoothing", action="store_true", help="no One-Euro smoothing of the landmarks")
+    add_smoothing_argument(p)
     p.add_argument("--side-by-side", action="store_true", help="show the driver beside the avatar")
     p.add_argument("--display-size", type=int, default=384, help="shown size of the avatar in pixels")
     p.add_argument("--no-window", action="store_true", help="no window (with --serve or -o)")

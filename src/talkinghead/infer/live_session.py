@@ -211,7 +211,7 @@ def run_live(args) -> int:
     avatar = load_live_avatar(args)
     source, fps = open_source(args)
     driver = LiveDriver(avatar.reference_landmarks, get_detector("dlib"),
-                        mode="absolute" if args.absolute else "relative", smoothing=not args.no_smoothing)
+                        mode="absolute" if args.absolute else "relative", smoothing=not args.no_smooth)
     if args.onnx:
         from talkinghead.infer.live import OnnxAvatarRenderer
 
