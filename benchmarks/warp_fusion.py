@@ -16,24 +16,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
 from talkinghead.data.episodes import load_videos
-from talkinghead.data.sketch import image_to_tensor, tensor_to_image
-from talkinghead.data.warp import warp_guide
 from talkinghead.eval.metrics import PSNR_CAP, psnr, sharpness_ratio, ssim
-from talkinghead.eval.protocol import load_samples, select_frames
+from talkinghead.eval.protocol import classical_warp, load_samples, select_frames
 from talkinghead.eval.splits import load_split
-
-
-def guides(shots, target_landmarks: np.ndarray, fuse: int) -> np.ndarray:
-    """(T, S, S, 3) uint8: the fused guide's image for each target."""
-    frames = torch.stack([image_to_tensor(c) for c in shots.crops])[None]  # (1, K, 3, S, S)
-    marks = torch.from_numpy(np.asarray(shots.landmarks, np.float32))[None]
-    targets = torch.from_numpy(np.asarray(target_landmarks, np.float32))
-    t = len(targets)
-    guide = warp_guide(frames.expand(t, -1, -1, -1, -1), marks.expand(t, -1, -1, -1), targets, fuse=fuse)
-    return tensor_to_image(guide[:, :3])
 
 
 def main() -> None:
@@ -55,7 +42,7 @@ def main() -> None:
                 continue
             shots, target = load_samples(video, picks[0], args.size), load_samples(video, picks[1], args.size)
             for fuse in args.fuse:
-                out = guides(shots, target.landmarks, fuse)
+                out = classical_warp(shots, target.landmarks, fuse=fuse)
                 for g, r, lm in zip(out, target.crops, target.landmarks):
                     scores.setdefault((k, fuse), []).append(
                         (ssim(g, r), min(psnr(g, r), PSNR_CAP), sharpness_ratio(g, r, lm)))

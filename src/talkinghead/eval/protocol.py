@@ -80,9 +80,10 @@ def jitter_frames(n_valid: int) -> np.ndarray:
     return np.arange(half, min(n_valid, half + JITTER_FRAMES))
 
 
-def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int = 16) -> np.ndarray:
+def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int = 16, fuse: int = 1) -> np.ndarray:
     """The warp baseline: for each target (T, 68, 2), the nearest shot warped onto its landmarks
-    (background rigid) → (T, S, S, 3) uint8."""
+    (background rigid) → (T, S, S, 3) uint8. ``fuse`` > 1: the guide of a warp-guided G that
+    averages that many nearest shots (:func:`~talkinghead.data.warp.warp_guide`), not the baseline."""
     from talkinghead.data.sketch import image_to_tensor, tensor_to_image
     from talkinghead.data.warp import warp_guide
 
@@ -92,7 +93,8 @@ def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int
     for start in range(0, len(target_landmarks), batch):
         chunk = torch.from_numpy(np.asarray(target_landmarks[start:start + batch], np.float32))
         b = len(chunk)
-        guide = warp_guide(frames[None].expand(b, -1, -1, -1, -1), marks[None].expand(b, -1, -1, -1), chunk)
+        guide = warp_guide(frames[None].expand(b, -1, -1, -1, -1), marks[None].expand(b, -1, -1, -1), chunk,
+                           fuse=fuse)
         out.append(tensor_to_image(guide[:, :3]))
     return np.concatenate(out)
 
