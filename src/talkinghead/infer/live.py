@@ -278,8 +278,6 @@ class OnnxAvatarRenderer:
 class LiveStats:
     captured: int = 0  # frames read from the source
     late: int = 0  # frames a video file delivered while the reader was still busy (skipped, as by a camera)
-    tracked: int = 0
-    rendered: int = 0
     shown: int = 0
     dropped: int = 0  # frames captured but never shown (overtaken by newer ones), plus the late ones
     face_lost: int = 0  # shown frames that held the last good pose
@@ -355,39 +353,34 @@ class LivePipeline:
         finally:
             self._captured.close()
 
-    def _track(self) -> None:
+    def _stage(self, inbox: LatestSlot, outbox: LatestSlot, work: Callable, times_ms: list) -> None:
+        """Take the newest frame from ``inbox``, run ``work(frame)`` on it (timed into
+        ``times_ms``), pass it to ``outbox``; until stopped or ``inbox`` is closed and empty."""
         try:
             while not self._stop.is_set():
-                frame = self._captured.take()
+                frame = inbox.take()
                 if frame is None:
-                    if self._captured.closed_and_empty:
+                    if inbox.closed_and_empty:
                         break
                     continue
                 start = time.perf_counter()
-                frame.landmarks, frame.face = self.driver(frame.image, frame.captured)
-                self.stats.track_ms.append((time.perf_counter() - start) * 1000)
-                self.stats.tracked += 1
-                self._tracked.put(frame)
+                work(frame)
+                times_ms.append((time.perf_counter() - start) * 1000)
+                outbox.put(frame)
         finally:
-            self._tracked.close()
+            outbox.close()
+
+    def _track(self) -> None:
+        def track(frame: Frame) -> None:
+            frame.landmarks, frame.face = self.driver(frame.image, frame.captured)
+        self._stage(self._captured, self._tracked, track, self.stats.track_ms)
 
     def _render(self) -> None:
-        try:
-            while not self._stop.is_set():
-                frame = self._tracked.take()
-                if frame is None:
-                    if self._tracked.closed_and_empty:
-                        break
-                    continue
-                start = time.perf_counter()
-                frame.rendered = self.renderer(frame.landmarks)
-                if self.render_delay:
-                    time.sleep(self.render_delay)
-                self.stats.render_ms.append((time.perf_counter() - start) * 1000)
-                self.stats.rendered += 1
-                self._rendered.put(frame)
-        finally:
-            self._rendered.close()
+        def render(frame: Frame) -> None:
+            frame.rendered = self.renderer(frame.landmarks)
+            if self.render_delay:
+                time.sleep(self.render_delay)
+        self._stage(self._tracked, self._rendered, render, self.stats.render_ms)
 
     def frames(self) -> Iterator[Frame]:
         """Rendered frames as they come; the pipeline's threads run while this is iterated."""
