@@ -4,6 +4,7 @@ of the shared real-face data when it is present."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,21 @@ def make_synthetic_dataset(root: Path, videos: int = 3, frames: int = 8, size: i
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic_data"))
+
+
+@pytest.fixture
+def start_process():
+    """``start(args, **popen_kwargs)``: a subprocess with text stdout/stderr pipes. Any still
+    running when the test ends (an assertion failed before it stopped) is killed."""
+    procs: list[subprocess.Popen] = []
+
+    def start(args, **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -199,22 +199,15 @@ def test_progress_is_routed_to_the_job_thread_only():
     assert all(stage == "fine-tuning" for stage, _, _ in seen)
 
 
-def test_app_command_stops_cleanly_on_sigterm(tmp_path):
-    import os
+def test_app_command_stops_cleanly_on_sigterm(tmp_path, start_process):
     import signal
-    import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "talkinghead.cli", "app", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert "talkinghead app at http://127.0.0.1:" in line
-        url = line.split(" at ")[1].split()[0]
-        assert b"talkinghead" in urllib.request.urlopen(url, timeout=30).read()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = start_process([sys.executable, "-m", "talkinghead.cli", "app", "--port", "0"])
+    line = proc.stdout.readline()
+    assert "talkinghead app at http://127.0.0.1:" in line
+    url = line.split(" at ")[1].split()[0]
+    assert b"talkinghead" in urllib.request.urlopen(url, timeout=30).read()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 143 and "server stopped" in stderr and "Traceback" not in stderr

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import struct
-import subprocess
 import sys
 import textwrap
 import tracemalloc
@@ -200,7 +199,7 @@ def test_os_error_message_names_the_output_not_the_temporary_file():
 
 # -- item 8: SIGTERM → exit 143, no temporary file -----------------------------------------------------
 
-def test_sigterm_exits_143_without_temporary_files(tmp_path):
+def test_sigterm_exits_143_without_temporary_files(tmp_path, start_process):
     out = tmp_path / "out" / "model.safetensors"
     script = textwrap.dedent(f"""
         import sys, time
@@ -217,16 +216,11 @@ def test_sigterm_exits_143_without_temporary_files(tmp_path):
         from talkinghead.cli import main
         sys.exit(main(["export", {str(BUNDLED_CHECKPOINT)!r}, "-o", {str(out)!r}]))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        assert proc.stdout.readline().strip() == "writing"
-        assert any(p.name.endswith(".tmp.safetensors") for p in out.parent.iterdir())
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = start_process([sys.executable, "-c", script])
+    assert proc.stdout.readline().strip() == "writing"
+    assert any(p.name.endswith(".tmp.safetensors") for p in out.parent.iterdir())
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "terminated" in err
     assert list(out.parent.iterdir()) == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
@@ -169,27 +168,22 @@ def test_live_cli_rejects_bad_input(tmp_path, capsys):
     assert "must be an .mp4" in capsys.readouterr().err
 
 
-def test_live_ctrl_c_ends_cleanly(driver_clip, live_avatar, tmp_path):
+def test_live_ctrl_c_ends_cleanly(driver_clip, live_avatar, tmp_path, start_process):
     out = tmp_path / "live.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "talkinghead.cli", "live", "--avatar", str(live_avatar),
-                             "--video", str(driver_clip), "--loop", "--no-window", "--display-size", "128",
-                             "--serve", "0", "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        line = proc.stdout.readline()  # "serving the live avatar at http://..." once running
-        assert "serving the live avatar at http://127.0.0.1:" in line, proc.stderr.read()
-        url = line.split(" at ")[1].split()[0]
-        from urllib.request import urlopen
+    proc = start_process([sys.executable, "-m", "talkinghead.cli", "live", "--avatar", str(live_avatar),
+                          "--video", str(driver_clip), "--loop", "--no-window", "--display-size", "128",
+                          "--serve", "0", "-o", str(out)],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    line = proc.stdout.readline()  # "serving the live avatar at http://..." once running
+    assert "serving the live avatar at http://127.0.0.1:" in line, proc.stderr.read()
+    url = line.split(" at ")[1].split()[0]
+    from urllib.request import urlopen
 
-        jpeg = urlopen(url + "frame.jpg", timeout=20).read()  # a rendered frame is being served
-        assert jpeg[:2] == b"\xff\xd8"
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    jpeg = urlopen(url + "frame.jpg", timeout=20).read()  # a rendered frame is being served
+    assert jpeg[:2] == b"\xff\xd8"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
     assert "frames captured" in stdout
