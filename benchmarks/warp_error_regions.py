@@ -1,0 +1,84 @@
+"""Where the classical warp's error lies, and what softening each region would change.
+
+    python benchmarks/warp_error_regions.py --data data/faces128              # dev split, K = 1
+    python benchmarks/warp_error_regions.py --data data/faces128 --shots 8
+
+For every dev video of the bundled split, the evaluation protocol's shots and targets
+(:mod:`talkinghead.eval.protocol`) are taken and each target is predicted by the classical warp
+(the nearest shot warped onto its landmarks). Prints, per video, the mean absolute error (0–255
+levels) inside and outside the target's head mask (:func:`talkinghead.data.warp.head_mask`), and
+then SSIM / PSNR / sharpness of the warp with a Gaussian blur of σ px applied inside or outside
+that mask only: an upper bound on what hedging (softening what one shot cannot know) buys on
+these metrics, which a G trained on the content loss alone learns to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from talkinghead.data.episodes import load_videos
+from talkinghead.data.warp import head_mask
+from talkinghead.eval.metrics import PSNR_CAP, psnr, sharpness_ratio, ssim
+from talkinghead.eval.protocol import classical_warp, load_samples, select_frames
+from talkinghead.eval.splits import load_split
+
+
+def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
+    """(T, S, S, 3) uint8 → the same, blurred by a separable Gaussian of ``sigma`` pixels."""
+    x = torch.from_numpy(images).float().permute(0, 3, 1, 2)
+    r = int(3 * sigma) + 1
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-t**2 / (2 * sigma**2))
+    k = (k / k.sum()).repeat(3, 1, 1, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(3, 1, 1, -1), groups=3)
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(3, 1, -1, 1), groups=3)
+    return x.permute(0, 2, 3, 1).round().clamp(0, 255).byte().numpy()
+
+
+def scores(out: np.ndarray, real: np.ndarray, landmarks: np.ndarray) -> tuple[float, float, float]:
+    return (float(np.mean([ssim(o, r) for o, r in zip(out, real)])),
+            float(np.mean([min(psnr(o, r), PSNR_CAP) for o, r in zip(out, real)])),
+            float(np.mean([sharpness_ratio(o, r, l) for o, r, l in zip(out, real, landmarks)])))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, help="data set prepared by `talkinghead prepare`")
+    ap.add_argument("--split-file", default="faces")
+    ap.add_argument("--shots", type=int, default=1)
+    ap.add_argument("--targets", type=int, default=8)
+    ap.add_argument("--sigmas", nargs="+", type=float, default=[0.7, 1.5, 3.0])
+    args = ap.parse_args()
+
+    videos = load_videos(args.data, load_split(args.split_file)["dev"], min_frames=1)
+    variants: dict[str, list[tuple[float, float, float]]] = {}
+    for video in videos:
+        picks = select_frames(len(video.frames), args.shots, args.targets)
+        if picks is None:
+            continue
+        shots = load_samples(video, picks[0], None)
+        targets = load_samples(video, picks[1], None)
+        warped = classical_warp(shots, targets.landmarks)
+        side = warped.shape[1]
+        mask = head_mask(torch.from_numpy(targets.landmarks).float(), side).numpy()[:, 0, :, :, None]
+        err = np.abs(warped.astype(np.float64) - targets.crops).mean(-1, keepdims=True)
+        inside, outside = (err * mask).sum() / mask.sum(), (err * (1 - mask)).sum() / (1 - mask).sum()
+        print(f"{video.key:40s} |error| head {inside:5.1f}  background {outside:5.1f}", flush=True)
+        variants.setdefault("warp", []).append(scores(warped, targets.crops, targets.landmarks))
+        for sigma in args.sigmas:
+            blurred = gaussian_blur(warped, sigma).astype(np.float64)
+            for name, m in ((f"blur σ={sigma} inside the head", mask), (f"blur σ={sigma} outside the head", 1 - mask)):
+                out = (m * blurred + (1 - m) * warped).round().astype(np.uint8)
+                variants.setdefault(name, []).append(scores(out, targets.crops, targets.landmarks))
+    print(f"\nK = {args.shots}, {len(variants.get('warp', []))} videos: mean SSIM / PSNR / sharpness")
+    for name, rows in variants.items():
+        s, p, sh = np.mean(rows, axis=0)
+        print(f"  {name:34s} {s:.4f}  {p:6.2f} dB  {sh:.2f}")
+
+
+if __name__ == "__main__":
+    main()
