@@ -486,6 +486,33 @@ def test_low_resolution_source_is_warned_about(portrait):
     assert any("low resolution" in note for note in faces.notes)
 
 
+def test_profile_source_is_warned_about_and_frontal_is_not(portrait):
+    from talkinghead.data.warp import TEMPLATE_68
+    from talkinghead.infer.faces import PROFILE_NOSE_MARGIN, crops_from_sources, nose_position
+
+    frontal = TEMPLATE_68 * 128
+    assert abs(nose_position(frontal) - 0.5) < 0.05
+    profile = frontal.copy()
+    profile[27:36, 0] -= 0.55 * (frontal[16, 0] - frontal[0, 0])  # nose swung past the left jaw end
+    assert nose_position(profile) < PROFILE_NOSE_MARGIN
+    faces = crops_from_sources([portrait], 128, progress=False)
+    assert not any("profile" in note for note in faces.notes)
+    turned = cv2.flip(read_image(portrait), 1)  # still frontal: a mirror is no profile
+    assert not any("profile" in note for note in crops_from_sources([turned], 128, progress=False).notes)
+
+
+def test_real_profile_frame_is_warned_about(shared_faces):
+    from talkinghead.data.video import iter_frames
+    from talkinghead.infer.faces import crops_from_sources
+
+    def notes(clip):
+        first = next(iter_frames(shared_faces / "clips" / clip, max_frames=1))
+        return crops_from_sources([first], 128, progress=False).notes
+
+    assert any("in profile" in note for note in notes("vox_aldridge_a.mp4"))  # the dev split's profile shot
+    assert not any("in profile" in note for note in notes("aoc_a.mp4"))
+
+
 def test_python_api_uses_the_bundled_model_by_default(portrait):
     from talkinghead.infer.avatar import Avatar
 
