@@ -16,33 +16,25 @@ from __future__ import annotations
 
 import argparse
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from talkinghead.data.episodes import load_videos
 from talkinghead.data.warp import head_mask
-from talkinghead.eval.metrics import PSNR_CAP, psnr, sharpness_ratio, ssim
+from talkinghead.eval.metrics import image_scores
 from talkinghead.eval.protocol import classical_warp, load_samples, select_frames
 from talkinghead.eval.splits import load_split
 
 
 def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
-    """(T, S, S, 3) uint8 → the same, blurred by a separable Gaussian of ``sigma`` pixels."""
-    x = torch.from_numpy(images).float().permute(0, 3, 1, 2)
-    r = int(3 * sigma) + 1
-    t = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-t**2 / (2 * sigma**2))
-    k = (k / k.sum()).repeat(3, 1, 1, 1)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(3, 1, 1, -1), groups=3)
-    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(3, 1, -1, 1), groups=3)
-    return x.permute(0, 2, 3, 1).round().clamp(0, 255).byte().numpy()
+    """(T, S, S, 3) uint8 → the same, each blurred by a Gaussian of ``sigma`` pixels."""
+    return np.stack([cv2.GaussianBlur(im, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) for im in images])
 
 
-def scores(out: np.ndarray, real: np.ndarray, landmarks: np.ndarray) -> tuple[float, float, float]:
-    return (float(np.mean([ssim(o, r) for o, r in zip(out, real)])),
-            float(np.mean([min(psnr(o, r), PSNR_CAP) for o, r in zip(out, real)])),
-            float(np.mean([sharpness_ratio(o, r, l) for o, r, l in zip(out, real, landmarks)])))
+def mean_scores(out: np.ndarray, real: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Mean (SSIM, PSNR, sharpness) over frames (:func:`~talkinghead.eval.metrics.image_scores`)."""
+    return np.mean([image_scores(o, r, l) for o, r, l in zip(out, real, landmarks)], axis=0)
 
 
 def main() -> None:
@@ -55,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
 
     videos = load_videos(args.data, load_split(args.split_file)["dev"], min_frames=1)
-    variants: dict[str, list[tuple[float, float, float]]] = {}
+    variants: dict[str, list[np.ndarray]] = {}
     for video in videos:
         picks = select_frames(len(video.frames), args.shots, args.targets)
         if picks is None:
@@ -68,12 +60,12 @@ def main() -> None:
         err = np.abs(warped.astype(np.float64) - targets.crops).mean(-1, keepdims=True)
         inside, outside = (err * mask).sum() / mask.sum(), (err * (1 - mask)).sum() / (1 - mask).sum()
         print(f"{video.key:40s} |error| head {inside:5.1f}  background {outside:5.1f}", flush=True)
-        variants.setdefault("warp", []).append(scores(warped, targets.crops, targets.landmarks))
+        variants.setdefault("warp", []).append(mean_scores(warped, targets.crops, targets.landmarks))
         for sigma in args.sigmas:
             blurred = gaussian_blur(warped, sigma).astype(np.float64)
             for name, m in ((f"blur σ={sigma} inside the head", mask), (f"blur σ={sigma} outside the head", 1 - mask)):
                 out = (m * blurred + (1 - m) * warped).round().astype(np.uint8)
-                variants.setdefault(name, []).append(scores(out, targets.crops, targets.landmarks))
+                variants.setdefault(name, []).append(mean_scores(out, targets.crops, targets.landmarks))
     print(f"\nK = {args.shots}, {len(variants.get('warp', []))} videos: mean SSIM / PSNR / sharpness")
     for name, rows in variants.items():
         s, p, sh = np.mean(rows, axis=0)

@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 
 from talkinghead.data.episodes import load_videos
-from talkinghead.eval.metrics import PSNR_CAP, psnr, sharpness_ratio, ssim
+from talkinghead.eval.metrics import image_scores
 from talkinghead.eval.protocol import classical_warp, load_samples, select_frames
 from talkinghead.eval.splits import load_split
 
@@ -43,9 +43,8 @@ def main() -> None:
             shots, target = load_samples(video, picks[0], args.size), load_samples(video, picks[1], args.size)
             for fuse in args.fuse:
                 out = classical_warp(shots, target.landmarks, fuse=fuse)
-                for g, r, lm in zip(out, target.crops, target.landmarks):
-                    scores.setdefault((k, fuse), []).append(
-                        (ssim(g, r), min(psnr(g, r), PSNR_CAP), sharpness_ratio(g, r, lm)))
+                scores.setdefault((k, fuse), []).extend(
+                    image_scores(g, r, lm) for g, r, lm in zip(out, target.crops, target.landmarks))
     print(f"# fused warp guide without learning: {len(videos)} dev videos of {args.data}, "
           f"{args.targets} targets each\n")
     print("| K | fused shots | SSIM | PSNR | sharpness | targets |")

@@ -497,8 +497,8 @@ def test_profile_source_is_warned_about_and_frontal_is_not(portrait):
     assert nose_position(profile) < PROFILE_NOSE_MARGIN
     faces = crops_from_sources([portrait], 128, progress=False)
     assert not any("profile" in note for note in faces.notes)
-    turned = cv2.flip(read_image(portrait), 1)  # still frontal: a mirror is no profile
-    assert not any("profile" in note for note in crops_from_sources([turned], 128, progress=False).notes)
+    mirrored = cv2.flip(read_image(portrait), 1)  # still frontal: a mirror is no profile
+    assert not any("profile" in note for note in crops_from_sources([mirrored], 128, progress=False).notes)
 
 
 def test_real_profile_frame_is_warned_about(shared_faces):

@@ -227,6 +227,13 @@ def sharpness_ratio(generated: np.ndarray, real: np.ndarray, landmarks: np.ndarr
     return sharpness(generated, landmarks) / ref if ref > 0 else float("nan")
 
 
+def image_scores(generated: np.ndarray, real: np.ndarray, landmarks: np.ndarray) -> tuple[float, float, float]:
+    """SSIM, PSNR (capped at :data:`PSNR_CAP`) and sharpness ratio of one generated (S, S, 3)
+    frame against the real one, whose landmarks (68, 2) give the face box."""
+    return (float(ssim(generated, real)), float(min(psnr(generated, real), PSNR_CAP)),
+            float(sharpness_ratio(generated, real, landmarks)))
+
+
 def landmark_acceleration(landmarks: np.ndarray) -> float:
     """Mean |x[t+1] − 2x[t] + x[t−1]| of a (T, 68, 2) track over frames and points, in
     inter-ocular distances (frames with missing landmarks are skipped)."""

@@ -132,15 +132,14 @@ class Scorer:
         self.identity = self.identity or FaceIdentity()
 
     def score(self, generated: np.ndarray, real: np.ndarray, landmarks: np.ndarray) -> dict[str, list[float]]:
-        from talkinghead.eval.metrics import PSNR_CAP, detect_landmarks_on_images, nme, psnr, sharpness_ratio, ssim
+        from talkinghead.eval.metrics import detect_landmarks_on_images, image_scores, nme
 
         detected, found = detect_landmarks_on_images(generated, landmarks, self.detector)
         rows: dict[str, list[float]] = {"ssim": [], "psnr": [], "csim": [], "nme": [], "face_found": [],
                                         "sharpness": []}
         for g, r, lm, det, f in zip(generated, real, landmarks, detected, found):
-            rows["sharpness"].append(float(sharpness_ratio(g, r, lm)))
-            rows["ssim"].append(float(ssim(g, r)))
-            rows["psnr"].append(float(min(psnr(g, r), PSNR_CAP)))
+            for name, value in zip(("ssim", "psnr", "sharpness"), image_scores(g, r, lm)):
+                rows[name].append(value)
             # Identity is measured on the face dlib finds in the generated frame; a frame without
             # a detectable face counts as 0 (aligning the embedder on the driving landmarks would
             # score even noise ~0.87: dlib's cosines are compressed).

@@ -153,7 +153,7 @@ def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str |
             notes.append(note)
             log.warning("%s", note)
         turn = nose_position(points)
-        if not PROFILE_NOSE_MARGIN <= turn <= 1 - PROFILE_NOSE_MARGIN:
+        if np.isfinite(turn) and not PROFILE_NOSE_MARGIN <= turn <= 1 - PROFILE_NOSE_MARGIN:  # NaN: no jaw width
             note = (f"{label}: the face is in profile: its landmarks are unreliable and views warped from it smear; "
                     "a frontal or three-quarter photo gives a better avatar")
             notes.append(note)
