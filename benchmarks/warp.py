@@ -1,10 +1,12 @@
 """Landmark warping speed: ms per frame of the piecewise-affine warp (with the rigid-background
-head masks), at 128 and 256 px, batch 1 and batched.
+head masks), at 128 and 256 px, batch 1 and batched; without the symmetric fill, with it on
+ordinary faces (it checks and finds nothing hidden), and with it filling a profile's hidden side.
 
     python benchmarks/warp.py                 # CPU, the torch threads of this machine
     python benchmarks/warp.py --device cuda
 
-Real landmark pairs: frame 0 of the bundled driving track warped onto its other frames.
+Real landmark pairs: frame 0 of the bundled driving track warped onto its other frames; for the
+profile case, frame 0 with its left half squeezed onto the nose line (as dlib marks a profile).
 """
 
 from __future__ import annotations
@@ -31,6 +33,28 @@ def landmark_pairs(size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor(crop[idx], dtype=torch.float32))
 
 
+def squeezed_profile(landmarks: torch.Tensor) -> torch.Tensor:
+    """(B, 68, 2) faces turned towards profile: the left half squeezed onto the nose line."""
+    nose_x = landmarks[:, 27:31, :1].mean(1, keepdim=True)
+    dx = landmarks[..., :1] - nose_x
+    return torch.cat([nose_x + torch.where(dx < 0, 0.12, 1.25) * dx, landmarks[..., 1:]], -1)
+
+
+def ms_per_frame(image, source, target, batch: int, fill: bool, cuda: bool) -> float:
+    frames = image.shape[0]
+    warp_image(image[:batch], source[:batch], target[:batch], symmetric_fill=fill)  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, frames, batch):
+            sl = slice(start, start + batch)
+            warp_image(image[sl], source[sl], target[sl], symmetric_fill=fill)
+    if cuda:
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - t0) / frames
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -41,24 +65,19 @@ def main() -> None:
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"# landmark warp benchmark on {name} (torch {torch.__version__})\n")
-    print("| size | batch | ms/frame | frames/s |")
-    print("|---:|---:|---:|---:|")
+    print("| size | batch | no fill ms/frame | frames/s | fill, ordinary faces | ratio | fill, profile source | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
         source, target = landmark_pairs(size, args.frames)
         image = torch.rand(args.frames, 3, size, size)
         source, target, image = source.to(device), target.to(device), image.to(device)
+        profile = squeezed_profile(source)
         for batch in (1, 16):
-            warp_image(image[:batch], source[:batch], target[:batch])  # warm-up
-            if cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                for start in range(0, args.frames, batch):
-                    warp_image(image[start:start + batch], source[start:start + batch], target[start:start + batch])
-            if cuda:
-                torch.cuda.synchronize()
-            dt = (time.perf_counter() - t0) / args.frames
-            print(f"| {size} | {batch} | {1000 * dt:.1f} | {1 / dt:.0f} |", flush=True)
+            plain = ms_per_frame(image, source, target, batch, False, cuda)
+            checked = ms_per_frame(image, source, target, batch, True, cuda)
+            filled = ms_per_frame(image, profile, target, batch, True, cuda)
+            print(f"| {size} | {batch} | {plain:.1f} | {1000 / plain:.0f} | {checked:.1f} | {checked / plain:.2f} "
+                  f"| {filled:.1f} | {filled / plain:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,81 @@ def test_pixels_outside_the_head_mask_do_not_move():
     assert not torch.allclose(bent[0][:, outside], image[0][:, outside], atol=1e-3)
 
 
+def _squeezed_profile(size: int) -> torch.Tensor:
+    """Template landmarks turned towards profile: the left half squeezed onto the nose line (as
+    dlib places the hidden far side), the near half widened."""
+    marks = _template(size).clone()
+    nose_x = marks[0, 27:31, 0].mean()
+    left = marks[0, :, 0] < nose_x
+    marks[0, :, 0] = nose_x + torch.where(left, 0.12, 1.25) * (marks[0, :, 0] - nose_x)
+    return marks
+
+
+def test_triangles_hidden_in_the_source_are_filled_from_their_mirror_images():
+    size = 128
+    source, target = _squeezed_profile(size), _template(size)
+    nose_x = float(source[0, 27:31, 0].mean())
+    # source: the squeezed sliver left of the nose is blue, the visible right half green
+    image = torch.full((1, 3, size, size), -1.0)
+    xs = torch.arange(size).float()
+    image[:, 2, :, xs < nose_x - 1] = 1.0
+    image[:, 1, :, xs >= nose_x - 1] = 1.0
+    cheek = ((target[0, 2] + target[0, 31]) / 2).round().long()  # the target's left cheek
+    plain, _ = warp.warp_image(image, source, target, symmetric_fill=False)
+    filled, mask = warp.warp_image(image, source, target)
+    x, y = cheek.tolist()
+    assert plain[0, 2, y, x] > 0.9 and plain[0, 1, y, x] < -0.9  # the sliver smeared over the cheek
+    assert filled[0, 1, y, x] > 0.9 and filled[0, 2, y, x] < -0.9  # the visible cheek, mirrored
+    assert mask[0, 0, y, x] > 0.9
+    # the visible half is untouched by the fill
+    right = ((target[0, 14] + target[0, 35]) / 2).round().long()
+    assert torch.allclose(filled[0, :, right[1], right[0]], plain[0, :, right[1], right[0]], atol=1e-5)
+    # and the mirrored map really is a reflection: the cheek samples the source's right half
+    _, fill = warp.symmetric_map(source, target, size)
+    assert fill is not None and fill[1][0, y, x] == 1 and fill[0][0, y, x, 0] > nose_x
+
+
+def test_ordinary_faces_and_opening_mouths_are_never_mirrored():
+    size = 128
+    source = _template(size)
+    wide_open = _move(source, angle_deg=0, scale=1.0, shift=(0.0, 0.0), jaw=20.0)  # mouth magnified 4-6×
+    for src, tgt in ((source, _move(source)), (source, wide_open), _demo_pairs(size)):
+        assert warp.symmetric_map(src, tgt, size)[1] is None
+        image = torch.rand(src.shape[0], 3, size, size)
+        assert torch.equal(warp.warp_image(image, src, tgt)[0], warp.warp_image(image, src, tgt, symmetric_fill=False)[0])
+    assert (warp.MIRROR_68[warp.MIRROR_68] == np.arange(68)).all()  # an involution
+    # the control points' mirror images are the mirrored face's control points, reflected back
+    mirrored_points = warp.control_points(warp.mirrored_landmarks(source, size), size)
+    mirrored_points[..., 0] = size - 1 - mirrored_points[..., 0]
+    assert torch.allclose(warp.control_points(source, size)[:, warp.MIRROR_CONTROL_POINTS], mirrored_points, atol=1e-4)
+    mirrored = warp.mirrored_landmarks(source, size)
+    centred = source - source.mean(1, keepdim=True)
+    assert (mirrored - mirrored.mean(1, keepdim=True) - centred).abs().max() < 0.06 * size  # the mean face is near-symmetric
+
+
+def test_real_profile_shot_warps_to_faces_dlib_finds(shared_faces):
+    """vox_aldridge_a starts in profile (the dev split's one-shot source); warped onto its later
+    three-quarter frames without the fill the nose smears over the far cheek and dlib loses the face."""
+    from talkinghead.data.landmarks import get_detector
+    from talkinghead.data.sketch import image_to_tensor, tensor_to_image
+    from talkinghead.data.video import iter_frames
+    from talkinghead.eval.metrics import detect_landmarks_on_images
+    from talkinghead.infer.faces import crops_from_sources
+
+    frames = list(iter_frames(shared_faces / "clips" / "vox_aldridge_a.mp4", max_frames=126))
+    faces = crops_from_sources([frames[i] for i in (0, 68, 76, 84, 116)], 128, progress=False)
+    image = image_to_tensor(faces.crops[0])[None].expand(4, -1, -1, -1)
+    source = torch.tensor(faces.landmarks[:1], dtype=torch.float32).expand(4, -1, -1)
+    target = torch.tensor(faces.landmarks[1:], dtype=torch.float32)
+    detector = get_detector("dlib")
+    found = {}
+    for fill in (False, True):
+        warped = tensor_to_image(warp.warp_image(image, source, target, symmetric_fill=fill)[0])
+        found[fill] = np.asarray(detect_landmarks_on_images(warped, faces.landmarks[1:], detector)[1], bool)
+    assert found[True].all()
+    assert (~found[False]).sum() >= 2
+
+
 @pytest.mark.parametrize("case", ["collinear", "off_image", "nan", "all_equal"])
 def test_degenerate_landmarks_never_give_nan(case):
     size = 64

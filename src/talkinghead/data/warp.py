@@ -15,6 +15,12 @@ Everything is batched torch (matmuls, ``argmax``, ``gather``, ``grid_sample``): 
 data-loader workers, in CPU inference, on a GPU and in an ONNX graph. One triangulation (a
 Delaunay triangulation of a mean face) serves every face, so batches share it.
 
+Where the source hides part of the face (the far cheek of a face in profile), the triangles
+that should hold it are squeezed to slivers in the source, and warping them onto a face seen
+from the front smears a few pixels of the nose edge across the whole cheek. Those triangles
+are filled from their mirror images instead (the visible cheek, reflected), as frontalisation
+by soft symmetry does (Hassner et al., CVPR 2015; :data:`OCCLUSION_MAGNIFICATION`).
+
 Degenerate input never gives NaN: triangles of (near) zero area are skipped, pixels outside
 every triangle use the nearest triangle's map, and a sample whose landmarks are not finite is
 left unwarped (its source landmarks are used as the target).
@@ -50,6 +56,19 @@ BORDER_MARGIN = 0.1
 #: forehead polygon, then fading to 0 over another ``HEAD_MASK_FEATHER`` of it.
 HEAD_MASK_GROW = 0.1
 HEAD_MASK_FEATHER = 0.25
+#: Symmetric fill: a target triangle whose source triangle is magnified more than this (area
+#: ratio), or folded, is taken to be hidden in the source, and is filled from its mirror image
+#: when that one is not magnified at all (≤ :data:`MIRROR_MAGNIFICATION`: the visible side holds
+#: every pixel the target needs). The far cheek of a profile, squeezed onto the nose line, is
+#: magnified 5-80× or folded, its mirror 0.1-0.3×; a head turned 45° magnifies its far cheek
+#: about 1.5-2×; an opening mouth magnifies both sides alike (4-6×), so it is never mirrored.
+OCCLUSION_MAGNIFICATION = 4.0
+MIRROR_MAGNIFICATION = 1.0
+#: Index of each of the 68 landmarks' mirror image (left ↔ right) in the 68-point scheme.
+MIRROR_68 = np.array(
+    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65], np.int64)
 #: Jaw line (left ear → chin → right ear) and brows (left to right) in the 68-point scheme.
 _JAW = list(range(0, 17))
 _BROWS = list(range(17, 27))
@@ -76,6 +95,14 @@ def control_points(landmarks: Tensor, size: int) -> Tensor:
     """(B, 68, 2) → (B, 94, 2): landmarks, forehead points, border points."""
     border = border_points(size, landmarks.dtype, landmarks.device).expand(landmarks.shape[0], -1, -1)
     return torch.cat([landmarks, forehead_points(landmarks), border], dim=1)
+
+
+#: Index of each control point's mirror image (:func:`control_points`): landmarks by
+#: :data:`MIRROR_68`, forehead points reversed (they rise from the brows), border points
+#: reflected (top and bottom reversed, left ↔ right).
+MIRROR_CONTROL_POINTS = np.concatenate([
+    MIRROR_68, 68 + np.arange(9, -1, -1), 78 + np.arange(4, -1, -1), 83 + np.arange(4, -1, -1),
+    91 + np.arange(3), 88 + np.arange(3)]).astype(np.int64)
 
 
 def _triangulation() -> np.ndarray:
@@ -130,26 +157,40 @@ def _inverse3(m: Tensor) -> Tensor:
     return torch.stack(rows, -2) / _det3(m)[..., None, None]
 
 
-def _triangle_maps(source: Tensor, target: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+def _triangle_maps(source: Tensor, target: Tensor, size: int,
+                   with_mirror: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """Per triangle of the target: (B, T, 3, 3) to barycentric, (B, T, 2, 3) barycentric → source
-    point, (B, T) whether it is usable (not degenerate)."""
+    point, (B, T) whether it is usable (not degenerate), (B, T) its magnification (target area ÷
+    source area; 1e9 where the source triangle is folded or has no area), and with ``with_mirror``
+    the same map and magnification from the source triangle's mirror image (else None, None)."""
     finite = (torch.isfinite(source).all(-1).all(-1) & torch.isfinite(target).all(-1).all(-1))[:, None, None]
     source = torch.where(finite, source, 0.0)
     target = torch.where(finite, target, source)  # no usable landmarks: identity
     tris = torch.from_numpy(TRIANGLES).to(source.device)
-    src = control_points(source.double(), size)[:, tris]  # (B, T, 3, 2)
+    points = control_points(source.double(), size)  # (B, 94, 2)
+    src = points[:, tris]  # (B, T, 3, 2)
     dst = control_points(target.double(), size)[:, tris]
     ones = torch.ones(*dst.shape[:-1], 1, dtype=dst.dtype, device=dst.device)
     corners = torch.cat([dst, ones], -1).transpose(-1, -2)  # (B, T, 3, 3): columns (x, y, 1)
-    det = _det3(corners)
+    orientation = torch.from_numpy(TEMPLATE_ORIENTATION).to(dst)
+    det = _det3(corners) * orientation  # 2 × area, in px², > 0 when not folded
     # A triangle is used only if it keeps the mean face's orientation: where landmarks cross
     # (a closed mouth's inner lips, noisy points) a folded triangle would cover its neighbours.
-    usable = (det * torch.from_numpy(TEMPLATE_ORIENTATION).to(det)) > 1e-3  # 2 × area, in px²
+    usable = det > 1e-3
     eye = torch.eye(3, dtype=dst.dtype, device=dst.device)
     to_bary = _inverse3(torch.where(usable[..., None, None], corners, eye))  # (B, T, 3, 3)
-    affine = src.transpose(-1, -2) @ to_bary  # (B, T, 2, 3): barycentric → source point
-    return to_bary.float(), affine.float(), usable
 
+    def from_source(src_tris: Tensor, sign: float) -> tuple[Tensor, Tensor]:
+        src_det = sign * _det3(torch.cat([src_tris, ones], -1).transpose(-1, -2)) * orientation
+        magnification = torch.where(src_det > 1e-3, det.abs() / src_det.clamp(min=1e-3), 1e9)
+        return (src_tris.transpose(-1, -2) @ to_bary).float(), magnification.float()  # (B, T, 2, 3), (B, T)
+
+    affine, magnification = from_source(src, 1.0)
+    mirror_affine = mirror_magnification = None
+    if with_mirror:  # the mirror of a triangle: its corners' mirror points, a reflection (reversed orientation)
+        mirror_tris = torch.from_numpy(MIRROR_CONTROL_POINTS[TRIANGLES]).to(source.device)
+        mirror_affine, mirror_magnification = from_source(points[:, mirror_tris], -1.0)
+    return to_bary.float(), affine, usable, magnification, mirror_affine, mirror_magnification
 
 
 def piecewise_affine_map(source: Tensor, target: Tensor, size: int, resolution: int | None = None) -> Tensor:
@@ -162,9 +203,62 @@ def piecewise_affine_map(source: Tensor, target: Tensor, size: int, resolution: 
         (B, R, R, 2) source pixel coordinates (x, y), in S×S frame pixels, for each grid point.
     """
     b, r = source.shape[0], resolution or size
-    to_bary, affine, usable = _triangle_maps(source, target, size)
+    to_bary, affine, usable = _triangle_maps(source, target, size)[:3]
     pixels = _pixel_grid(size, torch.float32, source.device, r)  # (3, R·R)
     return _apply_map(to_bary, affine, usable, pixels).reshape(b, r, r, 2)
+
+
+def mirrored_landmarks(landmarks: Tensor, size: int) -> Tensor:
+    """(B, 68, 2) → the landmarks of the horizontally flipped S×S image, in the 68-point order."""
+    flipped = landmarks[..., torch.from_numpy(MIRROR_68).to(landmarks.device), :].clone()
+    flipped[..., 0] = size - 1 - flipped[..., 0]
+    return flipped
+
+
+def symmetric_map(source: Tensor, target: Tensor, size: int,
+                  resolution: int | None = None) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    """:func:`piecewise_affine_map`, and for the triangles the source hides, their mirrors' map.
+
+    Returns:
+        (B, R, R, 2) the plain map, and either None (no triangle needs the fill; never while
+        tracing, so an exported graph keeps it) or ((B, R, R, 2) the mirrored map, in the
+        source's own frame, and (B, R, R) where to use it, 0 or 1).
+    """
+    b, r = source.shape[0], resolution or size
+    to_bary, affine, usable, magnification, mirror_affine, mirror_magnification = _triangle_maps(
+        source, target, size, with_mirror=True)
+    use = (magnification > OCCLUSION_MAGNIFICATION) & (mirror_magnification <= MIRROR_MAGNIFICATION)  # (B, T)
+    pixels = _pixel_grid(size, torch.float32, source.device, r)  # (3, R·R)
+    if not (torch.jit.is_tracing() or bool(use.any())):
+        return _apply_map(to_bary, affine, usable, pixels).reshape(b, r, r, 2), None
+    # Same target triangles, so one search serves both maps and the flag.
+    table = torch.cat([affine.flatten(2), mirror_affine.flatten(2), use[..., None].float()], -1)  # (B, T, 13)
+    rows = _triangle_rows(to_bary, usable, pixels, table)  # (B, P, 13)
+    direct = _affine_points(rows[..., :6], pixels).reshape(b, r, r, 2)
+    mirror = _affine_points(rows[..., 6:12], pixels).reshape(b, r, r, 2)
+    return direct, (mirror, rows[..., 12].reshape(b, r, r))
+
+
+def _triangle_rows(to_bary: Tensor, usable: Tensor, points: Tensor, table: Tensor) -> Tensor:
+    """For homogeneous points (3, P), the row of ``table`` (B, T, W) of the target triangle that
+    contains each (or is nearest to it) → (B, P, W). to_bary (B, T, 3, 3): corners → barycentric."""
+    b, t = to_bary.shape[:2]
+    flat = to_bary.reshape(b, t * 3, 3)  # one GEMM for all triangles
+    penalty = torch.where(usable, 0.0, -1e9).float()[..., None]  # (B, T, 1)
+    width = table.shape[-1]
+    out = torch.empty(b, points.shape[1], width, device=points.device)
+    chunk = max(1, 2 ** 23 // (t * 3))  # points per pass: ~8 M floats of barycentric coordinates
+    for start in range(0, points.shape[1], chunk):
+        pts = points[:, start:start + chunk]  # (3, p)
+        score = (flat @ pts).reshape(b, t, 3, -1).amin(dim=2) + penalty  # (B, T, p): ≥ 0 inside
+        best = score.argmax(dim=1)  # (B, p): the containing (or nearest) triangle
+        out[:, start:start + chunk] = torch.gather(table, 1, best[..., None].expand(-1, -1, width))
+    return out
+
+
+def _affine_points(rows: Tensor, points: Tensor) -> Tensor:
+    """Apply per-point affine maps (B, P, 6), rows of a (2, 3) matrix, to points (3, P) → (B, P, 2)."""
+    return (rows.reshape(*rows.shape[:2], 2, 3) * points.T[None, :, None, :]).sum(-1)
 
 
 def _apply_map(to_bary: Tensor, affine: Tensor, usable: Tensor, points: Tensor) -> Tensor:
@@ -172,23 +266,12 @@ def _apply_map(to_bary: Tensor, affine: Tensor, usable: Tensor, points: Tensor) 
 
     to_bary (B, T, 3, 3): target corners → barycentric; affine (B, T, 2, 3): the triangle's map.
     """
-    b, t = to_bary.shape[:2]
-    flat = to_bary.reshape(b, t * 3, 3)  # one GEMM for all triangles
-    penalty = torch.where(usable, 0.0, -1e9).float()[..., None]  # (B, T, 1)
-    out = torch.empty(b, points.shape[1], 2, device=points.device)
-    chunk = max(1, 2 ** 23 // (t * 3))  # points per pass: ~8 M floats of barycentric coordinates
-    for start in range(0, points.shape[1], chunk):
-        pts = points[:, start:start + chunk]  # (3, p)
-        score = (flat @ pts).reshape(b, t, 3, -1).amin(dim=2) + penalty  # (B, T, p): ≥ 0 inside
-        best = score.argmax(dim=1)  # (B, p): the containing (or nearest) triangle
-        chosen = torch.gather(affine.reshape(b, t, 6), 1, best[..., None].expand(-1, -1, 6)).reshape(b, -1, 2, 3)
-        out[:, start:start + chunk] = (chosen * pts.T[None, :, None, :]).sum(-1)
-    return out
+    return _affine_points(_triangle_rows(to_bary, usable, points, affine.flatten(2)), points)
 
 
 def map_points(source: Tensor, target: Tensor, points: Tensor, size: int) -> Tensor:
     """Where :func:`piecewise_affine_map` sends arbitrary target-frame points (B, Q, 2) → (B, Q, 2)."""
-    to_bary, affine, usable = _triangle_maps(source, target, size)
+    to_bary, affine, usable = _triangle_maps(source, target, size)[:3]
     ones = torch.ones(*points.shape[:-1], 1, dtype=torch.float32, device=points.device)
     homogeneous = torch.cat([points.float(), ones], -1)  # (B, Q, 3)
     return torch.cat([_apply_map(to_bary[i:i + 1], affine[i:i + 1], usable[i:i + 1], homogeneous[i].T)
@@ -245,13 +328,16 @@ def motion_mask(source: Tensor, target: Tensor, size: int) -> Tensor:
     return _resize(_motion_weight(source, target, size), size)
 
 
-def warp_image(image: Tensor, source: Tensor, target: Tensor, rigid_background: bool = True) -> tuple[Tensor, Tensor]:
+def warp_image(image: Tensor, source: Tensor, target: Tensor, rigid_background: bool = True,
+               symmetric_fill: bool = True) -> tuple[Tensor, Tensor]:
     """Warp images from their landmarks onto target landmarks.
 
     Args:
         image: (B, C, S, S). source: (B, 68, 2) its landmarks. target: (B, 68, 2).
         rigid_background: fade the warp to the identity outside the source and target head
             masks (else the whole frame bends with the head).
+        symmetric_fill: fill triangles the source hides from their mirror images
+            (:data:`OCCLUSION_MAGNIFICATION`).
     Returns:
         warped (B, C, S, S), and a (B, 1, S, S) mask in [0, 1] of where the warped pixels are the
         target's head and come from inside the source image (the guide's trust map).
@@ -261,12 +347,32 @@ def warp_image(image: Tensor, source: Tensor, target: Tensor, rigid_background: 
     # half-resolution grid (quarter for the masks) and upsampled, 4-16× less work per frame.
     coarse = max(8, size // 2)
     pixels = _pixel_grid(size, torch.float32, image.device, coarse)[:2].T.reshape(1, coarse, coarse, 2)
-    shift = piecewise_affine_map(source, target, size, coarse) - pixels  # (B, R, R, 2)
+    if symmetric_fill:
+        direct, fill = symmetric_map(source, target, size, coarse)
+    else:
+        direct, fill = piecewise_affine_map(source, target, size, coarse), None
     target_mask = head_mask(target, size, resolution=max(8, size // 4), upsample=False)
-    if rigid_background:
-        shift = shift * _motion_weight(source, target, size, target_mask).permute(0, 2, 3, 1)
+    weight = _motion_weight(source, target, size, target_mask).permute(0, 2, 3, 1) if rigid_background else None
+    warped, inside = _sample(image, direct - pixels, weight)
+    if fill is not None:
+        mirror, use = fill
+        mirrored, mirror_inside = _sample(image, mirror - pixels, weight)
+        # Colours, not coordinates, are blended: the seam between the two maps is a fold.
+        # Feathered over ~3 coarse pixels, so the fill fades into its neighbours, not a cut-out.
+        use = F.avg_pool2d(use[:, None], 3, stride=1, padding=1, count_include_pad=False)
+        use = _resize(F.avg_pool2d(use, 3, stride=1, padding=1, count_include_pad=False), size).to(image.dtype)
+        warped = use * mirrored + (1 - use) * warped
+        inside = use * mirror_inside + (1 - use) * inside
+    return warped, _resize(target_mask, size).to(image.dtype) * inside
+
+
+def _sample(image: Tensor, shift: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Sample (B, C, S, S) images at their pixel centres plus a coarse (B, R, R, 2) shift, faded by
+    ``weight`` (B, R, R, 1) if given → (B, C, S, S), and (B, 1, S, S) 1 where inside the image."""
+    size = image.shape[-1]
+    if weight is not None:
+        shift = shift * weight
     shift = _resize(shift.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
-    target_mask = _resize(target_mask, size)
     coords = _pixel_grid(size, torch.float32, image.device)[:2].T.reshape(1, size, size, 2) + shift
     normalised = (2 * coords + 1) / size - 1  # align_corners=False
     # Bicubic: bilinear resampling at sub-pixel offsets halves fine detail (sharpness 0.65 of
@@ -275,8 +381,7 @@ def warp_image(image: Tensor, source: Tensor, target: Tensor, rigid_background: 
                            align_corners=False)
     lo, hi = image.amin(dim=(1, 2, 3), keepdim=True), image.amax(dim=(1, 2, 3), keepdim=True)
     warped = torch.minimum(torch.maximum(warped, lo), hi)  # per sample
-    inside = (normalised.abs() <= 1).all(-1)[:, None].to(image.dtype)  # (B, 1, S, S)
-    return warped, target_mask.to(image.dtype) * inside
+    return warped, (normalised.abs() <= 1).all(-1)[:, None].to(image.dtype)
 
 
 def _resize(grid: Tensor, size: int) -> Tensor:
@@ -324,7 +429,7 @@ def nearest_shot(shot_landmarks: Tensor, target_landmarks: Tensor, exclude: Tens
 
 
 def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
-               exclude: Tensor | None = None, fuse: int = 1) -> Tensor:
+               exclude: Tensor | None = None, fuse: int = 1, symmetric_fill: bool = True) -> Tensor:
     """The warp-guided generator's extra input: the nearest shot(s) warped onto the target.
 
     Args:
@@ -332,6 +437,7 @@ def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
         target_landmarks: (B, 68, 2). exclude: see :func:`nearest_shot`.
         fuse: warp the ``min(fuse, K)`` nearest shots and average them, weighted by a softmax of
             their landmark distances (:data:`FUSION_TEMPERATURE`); 1: the nearest shot alone.
+        symmetric_fill: see :func:`warp_image`.
     Returns:
         (B, 4, S, S): the warped shot(s) (3 channels) and the trust mask (1 channel).
     """
@@ -344,7 +450,7 @@ def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
     image = shots[rows, pick.to(shots.device)].flatten(0, 1)  # (B·M, 3, S, S)
     marks = shot_landmarks[rows.to(shot_landmarks.device), pick.to(shot_landmarks.device)].flatten(0, 1)
     target = target_landmarks.to(image.device).float()[:, None].expand(-1, m, -1, -1).flatten(0, 1)
-    warped, mask = warp_image(image, marks.to(image.device).float(), target)
+    warped, mask = warp_image(image, marks.to(image.device).float(), target, symmetric_fill=symmetric_fill)
     guide = torch.cat([warped, mask], dim=1)
     guide = guide.reshape(-1, m, *guide.shape[1:])  # (B, M, 4, S, S)
     if m == 1:

@@ -44,7 +44,7 @@ JITTER_METHODS = ("warp", "FF", "FT")
 JITTER_FRAMES = 24
 JITTER_FPS = 25.0
 #: Bumped whenever the protocol changes what a per-video result holds.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: the warp fills what the source hides from its mirror image
 
 
 @dataclass
@@ -80,10 +80,12 @@ def jitter_frames(n_valid: int) -> np.ndarray:
     return np.arange(half, min(n_valid, half + JITTER_FRAMES))
 
 
-def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int = 16, fuse: int = 1) -> np.ndarray:
+def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int = 16, fuse: int = 1,
+                   symmetric_fill: bool = True) -> np.ndarray:
     """The warp baseline: for each target (T, 68, 2), the nearest shot warped onto its landmarks
-    (background rigid) → (T, S, S, 3) uint8. ``fuse`` > 1: the guide of a warp-guided G that
-    averages that many nearest shots (:func:`~talkinghead.data.warp.warp_guide`), not the baseline."""
+    (background rigid, what the shot hides mirrored from what it shows) → (T, S, S, 3) uint8.
+    ``fuse`` > 1: the guide of a warp-guided G that averages that many nearest shots
+    (:func:`~talkinghead.data.warp.warp_guide`), not the baseline."""
     from talkinghead.data.sketch import image_to_tensor, tensor_to_image
     from talkinghead.data.warp import warp_guide
 
@@ -94,7 +96,7 @@ def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int
         chunk = torch.from_numpy(np.asarray(target_landmarks[start:start + batch], np.float32))
         b = len(chunk)
         guide = warp_guide(frames[None].expand(b, -1, -1, -1, -1), marks[None].expand(b, -1, -1, -1), chunk,
-                           fuse=fuse)
+                           fuse=fuse, symmetric_fill=symmetric_fill)
         out.append(tensor_to_image(guide[:, :3]))
     return np.concatenate(out)
 

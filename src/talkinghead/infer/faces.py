@@ -108,7 +108,7 @@ def detect_with_fallback(image: np.ndarray, detector, label: str, notes: list[st
 LOW_RESOLUTION_FRACTION = 0.5
 #: A shot is "in profile" when its nose tip lies this close to (or beyond) either end of the
 #: jaw line, as a fraction of the jaw's width. On the dev split's first frames frontal to 3/4
-#: faces give 0.12–0.64; the one profile (whose warps smear and lose the face) gives −0.02.
+#: faces give 0.12–0.64; the one profile (whose plain warps smear and lose the face) gives −0.02.
 PROFILE_NOSE_MARGIN = 0.1
 
 
@@ -154,8 +154,8 @@ def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str |
             log.warning("%s", note)
         turn = nose_position(points)
         if np.isfinite(turn) and not PROFILE_NOSE_MARGIN <= turn <= 1 - PROFILE_NOSE_MARGIN:  # NaN: no jaw width
-            note = (f"{label}: the face is in profile: its landmarks are unreliable and views warped from it smear; "
-                    "a frontal or three-quarter photo gives a better avatar")
+            note = (f"{label}: the face is in profile: its landmarks are unreliable and the side it hides can only be "
+                    "mirrored from the side it shows; a frontal or three-quarter photo gives a better avatar")
             notes.append(note)
             log.warning("%s", note)
         crops.append(crop_square(image, box, size))
