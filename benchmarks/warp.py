@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from talkinghead.data.crop import square_box_from_landmarks
+from talkinghead.data.synthetic import turned_to_profile
 from talkinghead.data.warp import warp_image
 
 TRACK = Path(__file__).resolve().parents[1] / "src" / "talkinghead" / "assets" / "demo_track.npy"
@@ -31,13 +32,6 @@ def landmark_pairs(size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     idx = np.arange(count) % (len(track) - 1) + 1
     return (torch.tensor(np.repeat(crop[:1], count, 0), dtype=torch.float32),
             torch.tensor(crop[idx], dtype=torch.float32))
-
-
-def squeezed_profile(landmarks: torch.Tensor) -> torch.Tensor:
-    """(B, 68, 2) faces turned towards profile: the left half squeezed onto the nose line."""
-    nose_x = landmarks[:, 27:31, :1].mean(1, keepdim=True)
-    dx = landmarks[..., :1] - nose_x
-    return torch.cat([nose_x + torch.where(dx < 0, 0.12, 1.25) * dx, landmarks[..., 1:]], -1)
 
 
 def ms_per_frame(image, source, target, batch: int, fill: bool, cuda: bool) -> float:
@@ -71,7 +65,7 @@ def main() -> None:
         source, target = landmark_pairs(size, args.frames)
         image = torch.rand(args.frames, 3, size, size)
         source, target, image = source.to(device), target.to(device), image.to(device)
-        profile = squeezed_profile(source)
+        profile = torch.from_numpy(turned_to_profile(source.cpu().numpy())).to(device)
         for batch in (1, 16):
             plain = ms_per_frame(image, source, target, batch, False, cuda)
             checked = ms_per_frame(image, source, target, batch, True, cuda)

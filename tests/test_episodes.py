@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.data.episodes import MIRROR_68, EpisodeDataset, EpisodeSampler, VideoIndex, load_videos
+from talkinghead.data.episodes import EpisodeDataset, EpisodeSampler, VideoIndex, load_videos
+from talkinghead.data.landmarks import MIRROR_68
 from talkinghead.data.sketch import landmarks_to_sketch
 from talkinghead.data.store import ClipReader, load_index
 from talkinghead.errors import TalkingHeadError

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from talkinghead.data import warp
+from talkinghead.data.landmarks import MIRROR_68, mirror_landmarks
+from talkinghead.data.synthetic import turned_to_profile
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "talkinghead" / "assets"
 
@@ -128,19 +130,9 @@ def test_pixels_outside_the_head_mask_do_not_move():
     assert not torch.allclose(bent[0][:, outside], image[0][:, outside], atol=1e-3)
 
 
-def _squeezed_profile(size: int) -> torch.Tensor:
-    """Template landmarks turned towards profile: the left half squeezed onto the nose line (as
-    dlib places the hidden far side), the near half widened."""
-    marks = _template(size).clone()
-    nose_x = marks[0, 27:31, 0].mean()
-    left = marks[0, :, 0] < nose_x
-    marks[0, :, 0] = nose_x + torch.where(left, 0.12, 1.25) * (marks[0, :, 0] - nose_x)
-    return marks
-
-
 def test_triangles_hidden_in_the_source_are_filled_from_their_mirror_images():
     size = 128
-    source, target = _squeezed_profile(size), _template(size)
+    source, target = torch.from_numpy(turned_to_profile(_template(size).numpy())), _template(size)
     nose_x = float(source[0, 27:31, 0].mean())
     # source: the squeezed sliver left of the nose is blue, the visible right half green
     image = torch.full((1, 3, size, size), -1.0)
@@ -170,12 +162,12 @@ def test_ordinary_faces_and_opening_mouths_are_never_mirrored():
         assert warp.symmetric_map(src, tgt, size)[1] is None
         image = torch.rand(src.shape[0], 3, size, size)
         assert torch.equal(warp.warp_image(image, src, tgt)[0], warp.warp_image(image, src, tgt, symmetric_fill=False)[0])
-    assert (warp.MIRROR_68[warp.MIRROR_68] == np.arange(68)).all()  # an involution
+    assert (MIRROR_68[MIRROR_68] == np.arange(68)).all()  # an involution
     # the control points' mirror images are the mirrored face's control points, reflected back
-    mirrored_points = warp.control_points(warp.mirrored_landmarks(source, size), size)
+    mirrored = torch.from_numpy(mirror_landmarks(source.numpy(), size))
+    mirrored_points = warp.control_points(mirrored, size)
     mirrored_points[..., 0] = size - 1 - mirrored_points[..., 0]
     assert torch.allclose(warp.control_points(source, size)[:, warp.MIRROR_CONTROL_POINTS], mirrored_points, atol=1e-4)
-    mirrored = warp.mirrored_landmarks(source, size)
     centred = source - source.mean(1, keepdim=True)
     assert (mirrored - mirrored.mean(1, keepdim=True) - centred).abs().max() < 0.06 * size  # the mean face is near-symmetric
 

@@ -23,20 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from talkinghead.data.landmarks import mirror_landmarks
 from talkinghead.data.sketch import landmarks_to_sketch
 from talkinghead.data.store import ClipCache, ClipInfo, clip_rows, load_index
 from talkinghead.errors import TalkingHeadError
-
-#: Index permutation that mirrors the 68-point scheme left↔right (for horizontal flips).
-MIRROR_68 = np.array(
-    list(range(16, -1, -1))  # jaw
-    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows
-    + list(range(27, 31))  # nose bridge
-    + [35, 34, 33, 32, 31]  # nose base
-    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]  # eyes
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lip
-    + [64, 63, 62, 61, 60, 67, 66, 65]  # inner lip
-)
 
 
 class VideoIndex:
@@ -173,8 +163,7 @@ class _FrameSource:
             landmarks *= scale
         if flip:
             image = image[:, ::-1]
-            landmarks = landmarks[MIRROR_68]
-            landmarks[:, 0] = size - 1 - landmarks[:, 0]
+            landmarks = mirror_landmarks(landmarks, size)
         if gain is not None:
             image = np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
         sketch = landmarks_to_sketch(landmarks, size)

@@ -23,6 +23,26 @@ import numpy as np
 
 from talkinghead.errors import NoFaceError, TalkingHeadError
 
+#: Index permutation that mirrors the 68-point scheme left↔right (for horizontal flips).
+MIRROR_68 = np.array(
+    list(range(16, -1, -1))  # jaw
+    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows
+    + list(range(27, 31))  # nose bridge
+    + [35, 34, 33, 32, 31]  # nose base
+    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]  # eyes
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lip
+    + [64, 63, 62, 61, 60, 67, 66, 65]  # inner lip
+)
+
+
+def mirror_landmarks(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(..., 68, 2) landmarks in an S×S image → those of the horizontally flipped image, in the
+    68-point order (the left eye's points are the flipped right eye's)."""
+    flipped = np.array(landmarks)[..., MIRROR_68, :]
+    flipped[..., 0] = size - 1 - flipped[..., 0]
+    return flipped
+
+
 #: Detector box from landmarks, fitted on the shared clips (364 frames): relative to the
 #: landmarks' bounding-box centre and its extent max(w, h), dlib's HOG box is centred
 #: (-0.017, -0.098) extents away (a little higher: it starts at the brows, not the hairline)

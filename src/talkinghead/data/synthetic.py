@@ -69,6 +69,15 @@ def move_landmarks(points: np.ndarray, dx: float = 0.0, dy: float = 0.0, angle_d
     return ((points - c) @ rot.T + c + np.array([dx, dy])).astype(np.float32)
 
 
+def turned_to_profile(points: np.ndarray) -> np.ndarray:
+    """(..., 68, 2) faces turned towards profile, as dlib marks one: the left half squeezed onto
+    the nose line (the hidden far side), the near half widened."""
+    points = np.asarray(points, np.float32)
+    nose_x = points[..., 27:31, :1].mean(-2, keepdims=True)
+    dx = points[..., :1] - nose_x
+    return np.concatenate([nose_x + np.where(dx < 0, 0.12, 1.25) * dx, points[..., 1:]], -1).astype(np.float32)
+
+
 def procedural_track(size: int, frames: int = 100, fps: float = 25.0) -> np.ndarray:
     """A talking, nodding and smiling head: (T, 68, 2) landmarks in a ``size`` crop."""
     t = np.arange(frames) / fps

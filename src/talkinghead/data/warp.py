@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from talkinghead.data.landmarks import MIRROR_68
+
 #: Mean 68-point face in a VoxCeleb2-style crop ([0, 1] units; mean of the bundled driving track
 #: after the crop framing of :mod:`talkinghead.data.crop`). Only the triangulation uses it.
 TEMPLATE_68 = np.array([
@@ -64,11 +66,6 @@ HEAD_MASK_FEATHER = 0.25
 #: about 1.5-2×; an opening mouth magnifies both sides alike (4-6×), so it is never mirrored.
 OCCLUSION_MAGNIFICATION = 4.0
 MIRROR_MAGNIFICATION = 1.0
-#: Index of each of the 68 landmarks' mirror image (left ↔ right) in the 68-point scheme.
-MIRROR_68 = np.array(
-    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
-    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65], np.int64)
 #: Jaw line (left ear → chin → right ear) and brows (left to right) in the 68-point scheme.
 _JAW = list(range(0, 17))
 _BROWS = list(range(17, 27))
@@ -98,8 +95,8 @@ def control_points(landmarks: Tensor, size: int) -> Tensor:
 
 
 #: Index of each control point's mirror image (:func:`control_points`): landmarks by
-#: :data:`MIRROR_68`, forehead points reversed (they rise from the brows), border points
-#: reflected (top and bottom reversed, left ↔ right).
+#: :data:`~talkinghead.data.landmarks.MIRROR_68`, forehead points reversed (they rise from the
+#: brows), border points reflected (top and bottom reversed, left ↔ right).
 MIRROR_CONTROL_POINTS = np.concatenate([
     MIRROR_68, 68 + np.arange(9, -1, -1), 78 + np.arange(4, -1, -1), 83 + np.arange(4, -1, -1),
     91 + np.arange(3), 88 + np.arange(3)]).astype(np.int64)
@@ -206,13 +203,6 @@ def piecewise_affine_map(source: Tensor, target: Tensor, size: int, resolution: 
     to_bary, affine, usable = _triangle_maps(source, target, size)[:3]
     pixels = _pixel_grid(size, torch.float32, source.device, r)  # (3, R·R)
     return _apply_map(to_bary, affine, usable, pixels).reshape(b, r, r, 2)
-
-
-def mirrored_landmarks(landmarks: Tensor, size: int) -> Tensor:
-    """(B, 68, 2) → the landmarks of the horizontally flipped S×S image, in the 68-point order."""
-    flipped = landmarks[..., torch.from_numpy(MIRROR_68).to(landmarks.device), :].clone()
-    flipped[..., 0] = size - 1 - flipped[..., 0]
-    return flipped
 
 
 def symmetric_map(source: Tensor, target: Tensor, size: int,

@@ -105,8 +105,9 @@ def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkp
         "in which dlib's face detector finds a face. Nearest source: the few-shot frame closest in "
         "landmarks to the target, returned unchanged (perfect identity, blind to motion). Warp: that "
         "shot warped onto the target's landmarks (piecewise-affine over a landmark triangulation, "
-        "background rigid, what the shot hides mirrored from what it shows), no learning. Sharpness: variance of the Laplacian over the target's face "
-        "box, generated ÷ real, both resampled to 96 px (1 = as sharp as the real frame). Jitter: mean "
+        "background rigid, what the shot hides mirrored from what it shows), no learning. "
+        "Sharpness: variance of the Laplacian over the target's face box, generated ÷ real, both "
+        "resampled to 96 px (1 = as sharp as the real frame). Jitter: mean "
         "frame-to-frame acceleration of the landmarks dlib finds on 24 consecutive rendered frames "
         "(driving landmarks One-Euro smoothed, as `animate` does), ÷ that of the real frames' "
         "landmarks (1 = moves as jerkily as the real video; dlib's own detection noise is included).",
