@@ -252,6 +252,39 @@ def test_fused_guide_weights_shots_by_landmark_distance():
     assert torch.allclose(lone, single(0), atol=1e-5)
 
 
+def test_unreliable_shots_are_passed_over_unless_clearly_nearer():
+    size = 64
+    base = _template(size)[0]
+    opened = _move(base[None], angle_deg=0, scale=1.0, shift=(0.0, 0.0), jaw=6.0)[0]
+    images = torch.rand(2, 3, size, size) * 2 - 1
+    shots, marks = images[None], torch.stack([base, opened])[None]  # shot 0 matches the target
+    gap = float((warp.normalised_landmarks(opened) - warp.normalised_landmarks(base)).abs().mean())
+    # Refit errors at or below the threshold cost nothing; above it, the excess × the weight.
+    errors = torch.tensor([0.0, warp.UNRELIABLE_LANDMARKS, warp.UNRELIABLE_LANDMARKS + 0.2])
+    assert torch.allclose(warp.unreliable_shot_penalty(errors), torch.tensor([0.0, 0.0, 0.2 * warp.UNRELIABLE_SHOT_WEIGHT]))
+    plain = warp.warp_guide(shots, marks, base[None])
+    assert torch.equal(warp.warp_guide(shots, marks, base[None], penalty=torch.zeros(1, 2)), plain)
+    assert warp.nearest_shot(marks, base[None], penalty=torch.tensor([[gap * 0.5, 0.0]])).item() == 0
+    assert warp.nearest_shot(marks, base[None], penalty=torch.tensor([[gap * 1.5, 0.0]])).item() == 1
+    moved = warp.warp_guide(shots, marks, base[None], penalty=torch.tensor([[gap * 1.5, 0.0]]))
+    assert torch.allclose(moved, torch.cat(warp.warp_image(images[1:], marks[0, 1:], base[None]), dim=1), atol=1e-5)
+
+
+def test_refit_error_flags_a_profile_shots_guessed_landmarks(shared_faces):
+    """vox_aldridge_a's first frames are near-profiles: dlib's frontal shape model guesses the
+    hidden eye, and a refit lands elsewhere; its three-quarter frames refit to ~0.01."""
+    from talkinghead.data.landmarks import get_detector, landmark_refit_error
+    from talkinghead.data.video import iter_frames
+    from talkinghead.infer.faces import crops_from_sources
+
+    frames = list(iter_frames(shared_faces / "clips" / "vox_aldridge_a.mp4", max_frames=85))
+    faces = crops_from_sources([frames[i] for i in (0, 24, 72, 84)], 128, progress=False)
+    error = landmark_refit_error(faces.crops, faces.landmarks, get_detector("dlib"))
+    assert (error[:2] > 0.2).all() and (error[2:] < 0.03).all(), error
+    penalty = warp.unreliable_shot_penalty(torch.from_numpy(error))
+    assert (penalty[:2] > 0.01).all() and (penalty[2:] == 0).all()
+
+
 @pytest.mark.parametrize("correction", [False, True])
 def test_warp_guided_generator_overfits_one_episode(synthetic_dataset, correction):
     from talkinghead.config import get_preset
@@ -312,6 +345,7 @@ def test_warp_guided_avatar_round_trips(synthetic_dataset, warp_checkpoint, tmp_
     loaded = Avatar.load(avatar.save(tmp_path / "w.avatar"))
     assert loaded.config.model.warp_guidance and loaded.config.model.warp_correction and loaded.shots == 3
     assert loaded.config.model.warp_shots == 2
+    assert avatar.shot_penalty.shape == (3,) and torch.equal(loaded.shot_penalty, avatar.shot_penalty)
     assert np.array_equal(loaded.animate(drive, progress=False), frames)
     # the renderer module (export/live) gives the same frames from sketches and landmarks
     from talkinghead.data.sketch import landmarks_to_sketch, sketch_to_tensor, tensor_to_image

@@ -81,22 +81,24 @@ def jitter_frames(n_valid: int) -> np.ndarray:
 
 
 def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int = 16, fuse: int = 1,
-                   symmetric_fill: bool = True) -> np.ndarray:
+                   symmetric_fill: bool = True, penalty: np.ndarray | None = None) -> np.ndarray:
     """The warp baseline: for each target (T, 68, 2), the nearest shot warped onto its landmarks
     (background rigid, what the shot hides mirrored from what it shows) → (T, S, S, 3) uint8.
-    ``fuse`` > 1: the guide of a warp-guided G that averages that many nearest shots
-    (:func:`~talkinghead.data.warp.warp_guide`), not the baseline."""
+    ``fuse`` > 1 or a (K,) ``penalty`` (shots with guessed landmarks passed over): the guide of a
+    warp-guided G (:func:`~talkinghead.data.warp.warp_guide`), not the baseline."""
     from talkinghead.data.sketch import image_to_tensor, tensor_to_image
     from talkinghead.data.warp import warp_guide
 
     frames = torch.stack([image_to_tensor(c) for c in shots.crops])  # (K, 3, S, S)
     marks = torch.from_numpy(np.asarray(shots.landmarks, np.float32))
+    extra = None if penalty is None else torch.as_tensor(np.asarray(penalty, np.float32))[None]
     out = []
     for start in range(0, len(target_landmarks), batch):
         chunk = torch.from_numpy(np.asarray(target_landmarks[start:start + batch], np.float32))
         b = len(chunk)
         guide = warp_guide(frames[None].expand(b, -1, -1, -1, -1), marks[None].expand(b, -1, -1, -1), chunk,
-                           fuse=fuse, symmetric_fill=symmetric_fill)
+                           fuse=fuse, symmetric_fill=symmetric_fill,
+                           penalty=None if extra is None else extra.expand(b, -1))
         out.append(tensor_to_image(guide[:, :3]))
     return np.concatenate(out)
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from talkinghead.config import Config
-from talkinghead.data.warp import warp_guide
+from talkinghead.data.warp import unreliable_shot_penalty, warp_guide
 from talkinghead.data.sketch import image_to_tensor, landmarks_to_sketch, sketch_to_tensor, tensor_to_image
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
@@ -68,7 +68,8 @@ class Avatar:
     def __init__(self, config: Config, generator: nn.Module, psi: Tensor, embedding: Tensor,
                  landmarks: np.ndarray, crops: np.ndarray, meta_checkpoint: str = "",
                  meta_sha256: str = "", finetune_steps: int = 0, finetune_history: list[float] | None = None,
-                 source_image: np.ndarray | None = None, source_box: np.ndarray | None = None):
+                 source_image: np.ndarray | None = None, source_box: np.ndarray | None = None,
+                 shot_penalty: Tensor | None = None):
         self.config = config
         self.generator = generator.eval()
         self.psi = psi  # (P,)
@@ -81,6 +82,10 @@ class Avatar:
         self.finetune_history = finetune_history or []
         self.source_image = source_image  # the first shot's full image (for paste-back)
         self.source_box = source_box  # (cx, cy, side) of its crop, in source pixels
+        # (K,) added to each shot's landmark distance when the warp guide picks shots: > 0 for
+        # shots whose landmarks are guessed (a profile), see unreliable_shot_penalty.
+        self.shot_penalty = (torch.zeros(len(self.landmarks)) if shot_penalty is None
+                             else shot_penalty.detach().float().cpu().reshape(len(self.landmarks)))
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -124,7 +129,7 @@ class Avatar:
         faces = crops_from_sources(images, ckpt.config.model.image_size, shots=shots,
                                    detector=detector, progress=progress)
         avatar = cls.from_crops(faces.crops, faces.landmarks, ckpt, finetune_steps=finetune_steps,
-                                device=device, progress=progress, seed=seed)
+                                device=device, progress=progress, seed=seed, detector=detector)
         avatar.source_image, avatar.source_box = faces.source_image, faces.source_box
         return avatar
 
@@ -132,11 +137,14 @@ class Avatar:
     def from_crops(cls, crops: np.ndarray, landmarks: np.ndarray, checkpoint: str | os.PathLike | Checkpoint,
                    finetune_steps: int | None = None, device: str | None = None, progress: bool = True,
                    seed: int = 0, content_loss: nn.Module | None = None,
-                   overrides: Sequence[str] = ()) -> "Avatar":
+                   overrides: Sequence[str] = (), detector=None) -> "Avatar":
         """Build an avatar from K aligned crops (K, S, S, 3) uint8 and their landmarks (K, 68, 2).
 
         ``overrides``: ``train.*``/``loss.*`` settings replacing the checkpoint's for fine-tuning,
         e.g. ``["train.finetune_jaw_drop=0", "train.finetune_lr_generator=1e-4"]``.
+        ``detector``: the landmark detector that found ``landmarks`` (default dlib); a
+        warp-guided avatar with several shots refits them with it to spot guessed landmarks
+        (:func:`~talkinghead.data.warp.unreliable_shot_penalty`).
         """
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
         if overrides:
@@ -145,6 +153,7 @@ class Avatar:
         dev = _device(device)
         crops, landmarks = _resize_crops(np.asarray(crops), np.asarray(landmarks, np.float32),
                                          config.model.image_size)
+        shot_penalty = _unreliable_shot_penalty(config, crops, landmarks, detector)
         torch.manual_seed(seed)
         E, G, D = build_models(config.model, num_videos=1)
         load_networks(ckpt, {"E": E, "G": G}, strict=True)
@@ -161,9 +170,11 @@ class Avatar:
                                    "(use finetune_steps=0 for a feed-forward avatar)")
         G, psi, history = finetune(config, G, D, psi, embedding, frames, sketches, steps,
                                    landmarks=torch.from_numpy(np.asarray(landmarks, np.float32)),
-                                   seed=seed, progress=progress, content_loss=content_loss)
+                                   seed=seed, progress=progress, content_loss=content_loss,
+                                   shot_penalty=shot_penalty)
         return cls(config, G, psi, embedding, landmarks, crops, meta_checkpoint=str(ckpt.path),
-                   meta_sha256=file_sha256(ckpt.path), finetune_steps=steps, finetune_history=history)
+                   meta_sha256=file_sha256(ckpt.path), finetune_steps=steps, finetune_history=history,
+                   shot_penalty=shot_penalty)
 
     # -- rendering -------------------------------------------------------------------------------
     def _inference_generator(self) -> nn.Module:
@@ -187,11 +198,13 @@ class Avatar:
         sketches' landmarks in crop pixels: a warp-guided avatar warps its nearest shot onto them
         (its shots travel inside the module); the paper's G ignores them."""
         if getattr(self, "_renderer", None) is None:
-            shots = marks = None
+            shots = marks = penalty = None
             if self.config.model.warp_guidance:
                 shots = torch.stack([image_to_tensor(c) for c in self.crops]).to(self.device)
                 marks = torch.from_numpy(self.landmarks).to(self.device)
-            self._renderer = AvatarRenderer(self._inference_generator(), self.psi.detach().float(), shots, marks)
+                penalty = self.shot_penalty.to(self.device)
+            self._renderer = AvatarRenderer(self._inference_generator(), self.psi.detach().float(), shots, marks,
+                                            penalty)
         return self._renderer
 
     @torch.inference_mode()
@@ -238,6 +251,7 @@ class Avatar:
             "embedding": self.embedding.detach().float().cpu().contiguous(),
             "landmarks": torch.from_numpy(self.landmarks).contiguous(),
             "crops": torch.from_numpy(np.ascontiguousarray(self.crops)),
+            "shot_penalty": self.shot_penalty.contiguous(),
         }
         if self.finetune_steps > 0:
             for key, value in self.generator.state_dict().items():
@@ -296,7 +310,8 @@ class Avatar:
                    meta_checkpoint=meta.get("meta_checkpoint", ""), meta_sha256=meta.get("meta_sha256", ""),
                    finetune_steps=int(meta.get("finetune_steps", 0)),
                    finetune_history=json.loads(meta.get("finetune_history", "[]")),
-                   source_image=source_image, source_box=source_box)
+                   source_image=source_image, source_box=source_box,
+                   shot_penalty=tensors.get("shot_penalty"))  # absent in older files: no penalty
 
 
 class AvatarRenderer(nn.Module):
@@ -304,7 +319,7 @@ class AvatarRenderer(nn.Module):
     (see :meth:`Avatar.renderer`)."""
 
     def __init__(self, generator: nn.Module, psi: Tensor, shots: Tensor | None = None,
-                 shot_landmarks: Tensor | None = None):
+                 shot_landmarks: Tensor | None = None, shot_penalty: Tensor | None = None):
         super().__init__()
         self.generator = generator
         self.register_buffer("psi", psi.reshape(-1))
@@ -312,6 +327,8 @@ class AvatarRenderer(nn.Module):
         if self.guided:
             self.register_buffer("shots", shots)  # (K, 3, S, S) in [-1, 1]
             self.register_buffer("shot_landmarks", shot_landmarks.float())  # (K, 68, 2)
+            penalty = torch.zeros(len(shots)) if shot_penalty is None else shot_penalty.float()
+            self.register_buffer("shot_penalty", penalty.reshape(len(shots)).to(shots.device))  # (K,)
 
     def forward(self, sketches: Tensor, landmarks: Tensor) -> Tensor:
         """sketches (B, 3, S, S) in [-1, 1], landmarks (B, 68, 2) crop pixels → (B, 3, S, S)."""
@@ -320,8 +337,19 @@ class AvatarRenderer(nn.Module):
         if self.guided:
             guide = warp_guide(self.shots[None].expand(b, -1, -1, -1, -1),
                                self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float(),
-                               fuse=self.generator.warp_shots)
+                               fuse=self.generator.warp_shots, penalty=self.shot_penalty[None].expand(b, -1))
         return self.generator(sketches, self.psi.expand(b, -1), guide)
+
+
+def _unreliable_shot_penalty(config: Config, crops: np.ndarray, landmarks: np.ndarray, detector=None) -> Tensor:
+    """(K,) distance added to shots with guessed landmarks; zeros for the paper's G or one shot
+    (nothing to choose between)."""
+    if not config.model.warp_guidance or len(crops) < 2:
+        return torch.zeros(len(crops))
+    from talkinghead.data.landmarks import get_detector, landmark_refit_error
+
+    errors = landmark_refit_error(crops, landmarks, detector if detector is not None else get_detector("dlib"))
+    return unreliable_shot_penalty(torch.from_numpy(errors))
 
 
 def _with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:

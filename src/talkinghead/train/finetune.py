@@ -115,6 +115,7 @@ def finetune(
     seed: int = 0,
     progress: bool = True,
     content_loss: nn.Module | None = None,
+    shot_penalty: Tensor | None = None,
 ) -> tuple[nn.Module, Tensor, list[float]]:
     """Fine-tune copies of G (with ψ) and D (with w) on K frames.
 
@@ -128,6 +129,8 @@ def finetune(
             warp-guided G needs them: each shot is rendered from the nearest *other* shot warped
             onto its (moved) landmarks, as at inference (from itself when K = 1).
         steps: optimiser steps (each: one G step, ``disc_steps`` D steps).
+        shot_penalty: (K,) added to the shots' landmark distances when the guide picks them
+            (:func:`~talkinghead.data.warp.unreliable_shot_penalty`), as at inference.
 
     Returns:
         (fine-tuned G in eval mode, fine-tuned ψ (P,), per-step content loss history).
@@ -172,7 +175,8 @@ def finetune(
             with torch.no_grad():
                 guide = warp_guide(images[None].expand(len(pick), -1, -1, -1, -1),
                                    landmarks[None].expand(len(pick), -1, -1, -1).to(device),
-                                   moved.float().to(device), exclude=pick, fuse=G.warp_shots)
+                                   moved.float().to(device), exclude=pick, fuse=G.warp_shots,
+                                   penalty=None if shot_penalty is None else shot_penalty.to(device)[None])
         with autocast:
             fake = G(sketch, psi, guide)
             if tc.finetune_adversarial:
