@@ -18,14 +18,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from warp_ab import WarpComparison, write_strip
 
 from talkinghead.data.episodes import load_videos
 from talkinghead.eval.protocol import Scorer, classical_warp, load_samples, select_frames
 from talkinghead.eval.splits import load_split
-from talkinghead.fileio import atomic_path
-
-METRICS = ("ssim", "psnr", "csim", "nme", "face_found")
 
 
 def main() -> None:
@@ -41,8 +38,7 @@ def main() -> None:
     scorer = Scorer()
     best = None  # (changed targets, rows of the strip)
     for k in args.shots:
-        scores = {"plain": {m: [] for m in METRICS}, "filled": {m: [] for m in METRICS}}
-        changed_videos = changed_targets = 0
+        comparison = WarpComparison(scorer, "plain", "filled")
         for video in videos:
             picks = select_frames(len(video.frames), k, args.targets)
             if picks is None:
@@ -50,34 +46,18 @@ def main() -> None:
             shots, targets = load_samples(video, picks[0], None), load_samples(video, picks[1], None)
             plain = classical_warp(shots, targets.landmarks, symmetric_fill=False)
             filled = classical_warp(shots, targets.landmarks)
-            changed = (plain != filled).any(axis=(1, 2, 3))
-            rows = {"plain": scorer.score(plain, targets.crops, targets.landmarks)}
-            # identical frames score identically: only score the filled warp where it differs
-            rows["filled"] = scorer.score(filled, targets.crops, targets.landmarks) if changed.any() else rows["plain"]
-            for name in scores:
-                for m in METRICS:
-                    scores[name][m].extend(rows[name][m])
+            changed, rows = comparison.add(plain, filled, targets)
             if changed.any():
-                changed_videos += 1
-                changed_targets += int(changed.sum())
                 found = [int(sum(rows[n]["face_found"])) for n in ("plain", "filled")]
                 print(f"K={k:<3d}{video.key:36s} fill changed {int(changed.sum())}/{len(changed)} targets; "
                       f"face found {found[0]} → {found[1]}", flush=True)
                 if args.strip and k == args.shots[0] and (best is None or changed.sum() > best[0]):
                     shot = np.repeat(shots.crops[:1], len(changed), 0)
                     best = (int(changed.sum()), [shot, targets.crops, plain, filled])
-        print(f"K = {k}: the fill changed {changed_targets} targets in {changed_videos} videos")
-        for name in ("plain", "filled"):
-            s = scores[name]
-            nme = np.nanmean(s["nme"])  # over frames where dlib found landmarks, as `evaluate`
-            print(f"  {name:6s} SSIM {np.mean(s['ssim']):.4f}  PSNR {np.mean(s['psnr']):6.2f}  "
-                  f"CSIM {np.mean(s['csim']):.4f}  NME {nme:.4f}  face found {100 * np.mean(s['face_found']):.1f}% "
-                  f"({len(s['ssim'])} targets)")
+        print(f"K = {k}: the fill changed {comparison.changed_targets} targets in {comparison.changed_videos} videos")
+        comparison.print_summary()
     if args.strip and best is not None:
-        picture = np.concatenate([np.concatenate(list(row), axis=1) for row in best[1]], axis=0)
-        with atomic_path(args.strip) as tmp:
-            Image.fromarray(picture).save(tmp, format="PNG")
-        print(f"wrote {args.strip} (rows: shot, real target, plain warp, filled warp)")
+        write_strip(args.strip, best[1], "shot, real target, plain warp, filled warp")
 
 
 if __name__ == "__main__":
