@@ -270,6 +270,42 @@ def test_unreliable_shots_are_passed_over_unless_clearly_nearer():
     assert torch.allclose(moved, torch.cat(warp.warp_image(images[1:], marks[0, 1:], base[None]), dim=1), atol=1e-5)
 
 
+def test_shot_distances_are_smoothed_causally_across_frames():
+    raw = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    rate = warp.SHOT_SMOOTHING
+    smoothed = warp.smooth_shot_distances(raw)
+    assert torch.equal(smoothed[0], raw[0])  # no history: the first frame as it is
+    assert torch.allclose(smoothed[1], rate * raw[1] + (1 - rate) * raw[0])
+    # the nearer shot changes at frame 1, the smoothed ranking follows a few frames later
+    assert smoothed[1].argmin() == 0 and smoothed[3].argmin() == 1
+    assert torch.allclose(warp.smooth_shot_distances(raw[2:], previous=smoothed[1]), smoothed[2:])
+    steady = torch.tensor([[0.3, 0.7]]).repeat(5, 1)
+    assert torch.allclose(warp.smooth_shot_distances(steady), steady)
+
+
+def test_consecutive_frames_cross_fade_between_shots(synthetic_dataset, warp_checkpoint):
+    """A track whose nearest shot jumps from one frame to the next: rendered as a track, the
+    guide moves over gradually; as unrelated poses, each frame takes its own nearest shot."""
+    from talkinghead.data.episodes import EpisodeDataset
+    from talkinghead.infer.avatar import Avatar
+
+    episode = EpisodeDataset(synthetic_dataset, shots=3, size=64)[1]
+    crops = ((_unit(episode["frames"]).permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
+    marks = episode["landmarks"].numpy()
+    avatar = Avatar.from_crops(crops, marks, warp_checkpoint, finetune_steps=0, progress=False)
+    drive = np.stack([marks[0], marks[0], marks[1], marks[1]])
+    bias, state = avatar.renderer().smoothing_bias(torch.from_numpy(drive))
+    assert bias.shape == (4, 3) and state.shape == (3,)
+    assert torch.equal(bias[:2], torch.zeros(2, 3)) and bias[2].abs().max() > 0
+    smoothed = avatar.animate(drive, progress=False)
+    separate = avatar.animate(drive, progress=False, consecutive=False)
+    assert np.array_equal(smoothed[:2], separate[:2])
+    assert not np.array_equal(smoothed[2], separate[2])
+    # K = 1: nothing to choose, nothing smoothed
+    single = Avatar.from_crops(crops[:1], marks[:1], warp_checkpoint, finetune_steps=0, progress=False)
+    assert single.renderer().smoothing_bias(torch.from_numpy(drive)) == (None, None)
+
+
 def test_refit_error_flags_a_profile_shots_guessed_landmarks(shared_faces):
     """vox_aldridge_a's first frames are near-profiles: dlib's frontal shape model guesses the
     hidden eye, and a refit lands elsewhere; its three-quarter frames refit to ~0.01."""
@@ -353,6 +389,11 @@ def test_warp_guided_avatar_round_trips(synthetic_dataset, warp_checkpoint, tmp_
     sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(m, 64)) for m in drive])
     with torch.no_grad():
         direct = tensor_to_image(loaded.renderer()(sketches, torch.from_numpy(drive)))
-    assert np.abs(direct.astype(int) - frames).max() <= 1
+    assert np.abs(direct.astype(int) - loaded.animate(drive, progress=False, consecutive=False)).max() <= 1
+    # live renders frame by frame, carrying the shot smoothing's state: the same frames as animate
+    from talkinghead.infer.live import TorchRenderer
+
+    live = TorchRenderer(loaded)
+    assert np.abs(np.stack([live(m) for m in drive]).astype(int) - frames).max() <= 1
     with pytest.raises(Exception, match="landmarks"):
         loaded.render(sketches)

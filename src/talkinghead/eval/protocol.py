@@ -44,7 +44,7 @@ JITTER_METHODS = ("warp", "FF", "FT")
 JITTER_FRAMES = 24
 JITTER_FPS = 25.0
 #: Bumped whenever the protocol changes what a per-video result holds.
-PROTOCOL_VERSION = 3  # 3: the warp fills what the source hides from its mirror image
+PROTOCOL_VERSION = 4  # 3: the warp fills what the source hides from its mirror image; 4: jitter runs cross-fade shots
 
 
 @dataclass
@@ -183,7 +183,7 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
     for method, steps in (("FF", 0), ("FT", settings.finetune_steps)):
         avatar = Avatar.from_crops(source.crops, source.landmarks, checkpoint, finetune_steps=steps,
                                    progress=False, seed=settings.seed, content_loss=content_loss)
-        outputs[method] = avatar.animate(target.landmarks, progress=False)
+        outputs[method] = avatar.animate(target.landmarks, progress=False, consecutive=False)
         runs[method] = avatar.animate(run_drive, progress=False)
         if method == "FT":
             ft_steps = avatar.finetune_steps

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from talkinghead.config import Config
-from talkinghead.data.warp import unreliable_shot_penalty, warp_guide
+from talkinghead.data.warp import shot_distances, smooth_shot_distances, unreliable_shot_penalty, warp_guide
 from talkinghead.data.sketch import image_to_tensor, landmarks_to_sketch, sketch_to_tensor, tensor_to_image
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
@@ -208,24 +208,28 @@ class Avatar:
         return self._renderer
 
     @torch.inference_mode()
-    def render(self, sketches: Tensor, landmarks: Tensor | np.ndarray | None = None) -> Tensor:
+    def render(self, sketches: Tensor, landmarks: Tensor | np.ndarray | None = None,
+               shot_bias: Tensor | None = None) -> Tensor:
         """(B, 3, S, S) sketches in [-1, 1] and their (B, 68, 2) landmarks (needed by a warp-guided
-        avatar) → (B, 3, S, S) images in [-1, 1]."""
+        avatar) → (B, 3, S, S) images in [-1, 1]. ``shot_bias``: see :meth:`AvatarRenderer.forward`."""
         if landmarks is None:
             if self.config.model.warp_guidance:
                 raise TalkingHeadError("a warp-guided avatar renders from landmarks: pass them to render()")
             landmarks = torch.zeros(sketches.shape[0], 68, 2)
         landmarks = torch.as_tensor(np.asarray(landmarks, np.float32)).to(self.device)
-        return self.renderer()(sketches.to(self.device), landmarks)
+        return self.renderer()(sketches.to(self.device), landmarks, shot_bias)
 
     def animate(self, landmarks: np.ndarray, batch_size: int = 16, progress: bool = True,
-                half: bool = False) -> np.ndarray:
+                half: bool = False, consecutive: bool = True) -> np.ndarray:
         """Render one frame per landmark set.
 
         Args:
             landmarks: (T, 68, 2) in this avatar's crop pixels (see :func:`adapt_landmarks` to
                 map another person's landmarks onto this face).
             half: fp16 autocast (CUDA only).
+            consecutive: the landmarks are a track (a video's frames in order): a warp-guided
+                avatar with several shots changes shot by cross-fading over a few frames
+                (:data:`~talkinghead.data.warp.SHOT_SMOOTHING`). False for unrelated poses.
         Returns:
             (T, S, S, 3) uint8 RGB frames.
         """
@@ -234,12 +238,15 @@ class Avatar:
             raise TalkingHeadError(f"landmarks must be (T, 68, 2), got {landmarks.shape}")
         out = np.empty((len(landmarks), self.size, self.size, 3), np.uint8)
         use_amp = half and self.device.type == "cuda"
+        bias = None
+        if consecutive and len(landmarks):
+            bias, _ = self.renderer().smoothing_bias(torch.from_numpy(landmarks))
         starts = range(0, len(landmarks), batch_size)
         for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress, dynamic_ncols=True):
             chunk = landmarks[start:start + batch_size]
             sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(l, self.size)) for l in chunk])
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                images = self.render(sketches, chunk)
+                images = self.render(sketches, chunk, None if bias is None else bias[start:start + len(chunk)])
             out[start:start + len(chunk)] = tensor_to_image(images)
         return out
 
@@ -330,15 +337,31 @@ class AvatarRenderer(nn.Module):
             penalty = torch.zeros(len(shots)) if shot_penalty is None else shot_penalty.float()
             self.register_buffer("shot_penalty", penalty.reshape(len(shots)).to(shots.device))  # (K,)
 
-    def forward(self, sketches: Tensor, landmarks: Tensor) -> Tensor:
-        """sketches (B, 3, S, S) in [-1, 1], landmarks (B, 68, 2) crop pixels → (B, 3, S, S)."""
+    def forward(self, sketches: Tensor, landmarks: Tensor, shot_bias: Tensor | None = None) -> Tensor:
+        """sketches (B, 3, S, S) in [-1, 1], landmarks (B, 68, 2) crop pixels → (B, 3, S, S).
+        ``shot_bias``: optional (B, K) added to the shots' distances (:meth:`smoothing_bias`)."""
         b = sketches.shape[0]
         guide = None
         if self.guided:
+            penalty = self.shot_penalty[None].expand(b, -1)
+            if shot_bias is not None:
+                penalty = penalty + shot_bias.to(penalty)
             guide = warp_guide(self.shots[None].expand(b, -1, -1, -1, -1),
                                self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float(),
-                               fuse=self.generator.warp_shots, penalty=self.shot_penalty[None].expand(b, -1))
+                               fuse=self.generator.warp_shots, penalty=penalty)
         return self.generator(sketches, self.psi.expand(b, -1), guide)
+
+    def smoothing_bias(self, landmarks: Tensor, previous: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """For T consecutive frames' landmarks (T, 68, 2): the ``shot_bias`` (T, K) that makes the
+        guide rank and weight shots by smoothed distances (:func:`smooth_shot_distances`), and the
+        state (K,) to pass as ``previous`` with the next frames. (None, None) without a choice of
+        shot (the paper's G, one shot)."""
+        if not self.guided or len(self.shots) < 2:
+            return None, None
+        track = landmarks.to(self.shot_landmarks).float()
+        raw = shot_distances(self.shot_landmarks[None].expand(len(track), -1, -1, -1), track)  # (T, K)
+        smoothed = smooth_shot_distances(raw, previous)
+        return smoothed - raw, smoothed[-1]
 
 
 def _unreliable_shot_penalty(config: Config, crops: np.ndarray, landmarks: np.ndarray, detector=None) -> Tensor:

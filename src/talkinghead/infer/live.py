@@ -244,11 +244,14 @@ class TorchRenderer:
     def __init__(self, avatar):
         self.size = avatar.size
         self.module = avatar.renderer().to("cpu").eval()
+        self.smoothed = None  # (K,) the last frame's smoothed shot distances: frames arrive in order
 
     @torch.inference_mode()
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
         sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None]
-        out = self.module(sketch, torch.from_numpy(np.asarray(landmarks, np.float32))[None])[0]
+        marks = torch.from_numpy(np.asarray(landmarks, np.float32))[None]
+        bias, self.smoothed = self.module.smoothing_bias(marks, self.smoothed)
+        out = self.module(sketch, marks, bias)[0]
         return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
