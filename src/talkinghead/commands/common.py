@@ -15,4 +15,5 @@ def add_person_arguments(parser, source_help: str, checkpoint_help: str) -> None
 def add_smoothing_argument(parser) -> None:
     """``--no-smooth`` (``args.no_smooth``): drive with the landmarks as detected."""
     parser.add_argument("--no-smooth", "--no-smoothing", dest="no_smooth", action="store_true",
-                        help="use the driving landmarks as detected (default: One-Euro smoothed against jitter)")
+                        help="use the driving landmarks as detected and pick shots frame by frame "
+                             "(default: landmarks One-Euro smoothed, shots cross-faded, against jitter)")

@@ -119,7 +119,8 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
                      smooth: bool = True) -> dict:
     """Render ``avatar`` following ``track`` and write an H.264 mp4 (with the driver's audio).
 
-    ``smooth``: One-Euro filter the driving landmarks first (see :func:`smoothed`).
+    ``smooth``: One-Euro filter the driving landmarks first (see :func:`smoothed`) and cross-fade
+    between shots over consecutive frames (``Avatar.animate(consecutive=True)``).
     Returns a summary dict (frames, fps, lost, output, size).
     """
     from talkinghead.data.video import iter_frames, write_video
@@ -133,7 +134,7 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
     if smooth:
         track = smoothed(track)
     adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode=mode, reference=reference)
-    rendered = avatar.animate(adapted, batch_size=batch_size, progress=progress)
+    rendered = avatar.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth)
 
     def frames():
         drivers = iter_frames(track.video) if (side_by_side and track.video is not None) else None
