@@ -32,7 +32,7 @@ def test_onnx_matches_pytorch_with_both_inputs(avatar_file, tmp_path):
     avatar = Avatar.load(avatar_file, device="cpu")
     path = export_onnx(avatar, tmp_path / "a.onnx")
     model = onnx.load(str(path))
-    assert [i.name for i in model.graph.input] == ["sketches", "landmarks"]
+    assert [i.name for i in model.graph.input] == ["sketches", "landmarks", "shot_bias"]
     runtime = OnnxRenderer(path)
     sketches, landmarks = _test_inputs(avatar, 3, seed=1)  # batch 3: the batch axis is dynamic
     with torch.inference_mode():
@@ -81,6 +81,25 @@ def test_warp_guided_avatar_exports_with_its_warp(tmp_path, fused):
     path = export_onnx(avatar, tmp_path / "warp.onnx")
     model = onnx.load(str(path))
     used = {name for node in model.graph.node for name in node.input}
-    assert "landmarks" in used  # the warp reads it
+    assert "landmarks" in used and "shot_bias" in used  # the warp reads them
     check = verify_onnx(avatar, path, frames=3)
     assert check["max_abs_diff"] <= 1e-3, check
+    # the shot cross-fade's bias goes through the graph as through PyTorch, and live's ONNX
+    # renderer, carrying its state frame to frame, renders a track as live's PyTorch one does
+    import torch
+
+    from talkinghead.infer.live import OnnxAvatarRenderer, TorchRenderer
+    from talkinghead.infer.onnx_export import OnnxRenderer, _test_inputs
+
+    sketches, landmarks = _test_inputs(avatar, 3, seed=2)
+    bias = torch.tensor([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
+    with torch.inference_mode():
+        expected = avatar.renderer()(sketches, landmarks, bias).numpy()
+        unbiased = avatar.renderer()(sketches, landmarks).numpy()
+    assert np.abs(expected - unbiased).max() > 0.05  # the bias picks other shots
+    got = OnnxRenderer(path)(sketches.numpy(), landmarks.numpy(), bias.numpy())
+    assert np.abs(got - expected).max() <= 1e-3
+    drive = track[[0, 0, 1, 2, 2]]
+    live_torch, live_onnx = TorchRenderer(avatar), OnnxAvatarRenderer(avatar)
+    frames = [(live_torch(m).astype(int), live_onnx(m).astype(int)) for m in drive]
+    assert max(np.abs(a - b).max() for a, b in frames) <= 2

@@ -268,10 +268,15 @@ class OnnxAvatarRenderer:
         with tempfile.TemporaryDirectory(prefix="talkinghead-onnx-") as folder:
             path = export_onnx(avatar, f"{folder}/avatar.onnx")
             self.runtime = OnnxRenderer(path, threads=threads)  # the session keeps the model in memory
+        self.module = avatar.renderer().to("cpu").eval()  # computes the shot cross-fade, as TorchRenderer
+        self.smoothed = None
 
+    @torch.inference_mode()
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
         sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None].numpy()
-        out = self.runtime(sketch, np.asarray(landmarks, np.float32)[None])[0]
+        marks = np.asarray(landmarks, np.float32)[None]
+        bias, self.smoothed = self.module.smoothing_bias(torch.from_numpy(marks), self.smoothed)
+        out = self.runtime(sketch, marks, None if bias is None else bias.numpy())[0]
         return ((np.clip(out, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
 
 

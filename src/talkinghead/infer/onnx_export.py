@@ -22,7 +22,7 @@ import torch
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
 
-INPUTS = ("sketches", "landmarks")
+INPUTS = ("sketches", "landmarks", "shot_bias")  # shot_bias: (B, K) added to the shots' distances
 OUTPUT = "images"
 INSTALL_HINT = 'ONNX export needs onnx and onnxruntime: pip install "talkinghead[app]"'
 
@@ -63,32 +63,36 @@ def export_onnx(avatar, path: str | os.PathLike, opset: int = 17) -> Path:
     size = avatar.size
     sketches = torch.zeros(2, 3, size, size)
     landmarks = torch.from_numpy(np.repeat(avatar.reference_landmarks[None], 2, axis=0).astype(np.float32))
+    # with several shots the caller may cross-fade them over consecutive frames (AvatarRenderer.smoothing_bias)
+    shot_bias = torch.zeros(2, avatar.shots)
     dynamic = {name: {0: "batch"} for name in (*INPUTS, OUTPUT)}
     with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         # The TorchScript-based exporter: torch.export (dynamo=True) cannot trace this G yet.
-        torch.onnx.export(module, (sketches, landmarks), str(tmp), input_names=list(INPUTS),
+        torch.onnx.export(module, (sketches, landmarks, shot_bias), str(tmp), input_names=list(INPUTS),
                           output_names=[OUTPUT], dynamic_axes=dynamic, opset_version=opset, dynamo=False)
         model = onnx.load(str(tmp))
-        _declare_missing_inputs(onnx, model, size)
+        _declare_missing_inputs(onnx, model, size, avatar.shots)
         model.doc_string = (f"talkinghead avatar renderer: {OUTPUT} (B,3,{size},{size}) in [-1,1] from "
-                            f"sketches (B,3,{size},{size}) in [-1,1] and landmarks (B,68,2) crop pixels")
+                            f"sketches (B,3,{size},{size}) in [-1,1], landmarks (B,68,2) crop pixels and "
+                            f"shot_bias (B,{avatar.shots}) added to the shots' landmark distances (zeros: none)")
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
     return path
 
 
-def _declare_missing_inputs(onnx, model, size: int) -> None:
+def _declare_missing_inputs(onnx, model, size: int, shots: int) -> None:
     """Re-declare inputs the exporter dropped because the graph does not read them."""
     present = {i.name for i in model.graph.input}
-    shapes = {"sketches": ["batch", 3, size, size], "landmarks": ["batch", 68, 2]}
+    shapes = {"sketches": ["batch", 3, size, size], "landmarks": ["batch", 68, 2], "shot_bias": ["batch", shots]}
     for name in INPUTS:
         if name not in present:
             model.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shapes[name]))
 
 
 class OnnxRenderer:
-    """Renders with onnxruntime: ``(sketches, landmarks) numpy → images numpy``."""
+    """Renders with onnxruntime: ``(sketches, landmarks[, shot_bias]) numpy → images numpy``
+    (models exported before ``shot_bias`` existed take the first two)."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         _, ort = _require_onnx()
@@ -104,8 +108,12 @@ class OnnxRenderer:
             raise TalkingHeadError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
 
-    def __call__(self, sketches: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    def __call__(self, sketches: np.ndarray, landmarks: np.ndarray, shot_bias: np.ndarray | None = None) -> np.ndarray:
         feeds = {"sketches": np.asarray(sketches, np.float32), "landmarks": np.asarray(landmarks, np.float32)}
+        if "shot_bias" in self.inputs:
+            shots = self.session.get_inputs()[self.inputs.index("shot_bias")].shape[1]
+            feeds["shot_bias"] = (np.zeros((len(feeds["sketches"]), shots), np.float32) if shot_bias is None
+                                  else np.asarray(shot_bias, np.float32))
         return self.session.run([OUTPUT], {k: v for k, v in feeds.items() if k in self.inputs})[0]
 
 
