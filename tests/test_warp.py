@@ -395,5 +395,9 @@ def test_warp_guided_avatar_round_trips(synthetic_dataset, warp_checkpoint, tmp_
 
     live = TorchRenderer(loaded)
     assert np.abs(np.stack([live(m) for m in drive]).astype(int) - frames).max() <= 1
+    # `live --no-smooth`: shots picked frame by frame, as animate(consecutive=False)
+    raw = TorchRenderer(loaded, cross_fade=False)
+    separate = loaded.animate(drive, progress=False, consecutive=False)
+    assert np.abs(np.stack([raw(m) for m in drive]).astype(int) - separate).max() <= 1
     with pytest.raises(Exception, match="landmarks"):
         loaded.render(sketches)

@@ -241,16 +241,19 @@ class LiveDriver:
 class TorchRenderer:
     """(68, 2) landmarks → (S, S, 3) uint8 with an avatar's :meth:`Avatar.renderer` module."""
 
-    def __init__(self, avatar):
+    def __init__(self, avatar, cross_fade: bool = True):
         self.size = avatar.size
         self.module = avatar.renderer().to("cpu").eval()
+        self.cross_fade = cross_fade  # shots cross-faded over consecutive frames (Avatar.animate)
         self.smoothed = None  # (K,) the last frame's smoothed shot distances: frames arrive in order
 
     @torch.inference_mode()
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
         sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None]
         marks = torch.from_numpy(np.asarray(landmarks, np.float32))[None]
-        bias, self.smoothed = self.module.smoothing_bias(marks, self.smoothed)
+        bias = None
+        if self.cross_fade:
+            bias, self.smoothed = self.module.smoothing_bias(marks, self.smoothed)
         out = self.module(sketch, marks, bias)[0]
         return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
@@ -259,7 +262,7 @@ class OnnxAvatarRenderer:
     """The same with onnxruntime: the avatar's renderer is exported to a temporary ONNX file
     (about 2.5× PyTorch's frames/s at 128 px on one CPU thread; needs the [app] extra)."""
 
-    def __init__(self, avatar, threads: int = 1):
+    def __init__(self, avatar, threads: int = 1, cross_fade: bool = True):
         import tempfile
 
         from talkinghead.infer.onnx_export import OnnxRenderer, export_onnx
@@ -269,13 +272,15 @@ class OnnxAvatarRenderer:
             path = export_onnx(avatar, f"{folder}/avatar.onnx")
             self.runtime = OnnxRenderer(path, threads=threads)  # the session keeps the model in memory
         self.module = avatar.renderer().to("cpu").eval()  # computes the shot cross-fade, as TorchRenderer
-        self.smoothed = None
+        self.cross_fade, self.smoothed = cross_fade, None
 
     @torch.inference_mode()
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
         sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None].numpy()
         marks = np.asarray(landmarks, np.float32)[None]
-        bias, self.smoothed = self.module.smoothing_bias(torch.from_numpy(marks), self.smoothed)
+        bias = None
+        if self.cross_fade:
+            bias, self.smoothed = self.module.smoothing_bias(torch.from_numpy(marks), self.smoothed)
         out = self.runtime(sketch, marks, None if bias is None else bias.numpy())[0]
         return ((np.clip(out, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
 

@@ -215,9 +215,9 @@ def run_live(args) -> int:
     if args.onnx:
         from talkinghead.infer.live import OnnxAvatarRenderer
 
-        renderer = OnnxAvatarRenderer(avatar, threads=args.threads or 1)
+        renderer = OnnxAvatarRenderer(avatar, threads=args.threads or 1, cross_fade=not args.no_smooth)
     else:
-        renderer = TorchRenderer(avatar)
+        renderer = TorchRenderer(avatar, cross_fade=not args.no_smooth)
     pipeline = LivePipeline(source, driver, renderer, max_frames=args.max_frames,
                             render_delay=args.render_delay / 1000)
     server = MjpegServer(args.serve) if args.serve is not None else None
