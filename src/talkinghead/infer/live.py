@@ -238,23 +238,37 @@ class LiveDriver:
 
 # -- rendering --------------------------------------------------------------------------------
 
+class ShotCrossFade:
+    """The ``shot_bias`` of frames rendered one at a time, in order: shots cross-faded over
+    consecutive frames as :meth:`Avatar.animate` does (its state: the last frame's smoothed shot
+    distances). ``enabled=False`` (``--no-smooth``): shots picked frame by frame."""
+
+    def __init__(self, module, enabled: bool = True):
+        self.module, self.enabled = module, enabled
+        self.smoothed = None  # (K,)
+
+    @torch.inference_mode()
+    def __call__(self, landmarks: torch.Tensor) -> torch.Tensor | None:
+        """(1, 68, 2) → (1, K) bias, or None (disabled, or no choice of shot)."""
+        if not self.enabled:
+            return None
+        bias, self.smoothed = self.module.smoothing_bias(landmarks, self.smoothed)
+        return bias
+
+
 class TorchRenderer:
     """(68, 2) landmarks → (S, S, 3) uint8 with an avatar's :meth:`Avatar.renderer` module."""
 
     def __init__(self, avatar, cross_fade: bool = True):
         self.size = avatar.size
         self.module = avatar.renderer().to("cpu").eval()
-        self.cross_fade = cross_fade  # shots cross-faded over consecutive frames (Avatar.animate)
-        self.smoothed = None  # (K,) the last frame's smoothed shot distances: frames arrive in order
+        self.shot_bias = ShotCrossFade(self.module, cross_fade)
 
     @torch.inference_mode()
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
         sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None]
         marks = torch.from_numpy(np.asarray(landmarks, np.float32))[None]
-        bias = None
-        if self.cross_fade:
-            bias, self.smoothed = self.module.smoothing_bias(marks, self.smoothed)
-        out = self.module(sketch, marks, bias)[0]
+        out = self.module(sketch, marks, self.shot_bias(marks))[0]
         return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
@@ -271,16 +285,12 @@ class OnnxAvatarRenderer:
         with tempfile.TemporaryDirectory(prefix="talkinghead-onnx-") as folder:
             path = export_onnx(avatar, f"{folder}/avatar.onnx")
             self.runtime = OnnxRenderer(path, threads=threads)  # the session keeps the model in memory
-        self.module = avatar.renderer().to("cpu").eval()  # computes the shot cross-fade, as TorchRenderer
-        self.cross_fade, self.smoothed = cross_fade, None
+        self.shot_bias = ShotCrossFade(avatar.renderer().to("cpu").eval(), cross_fade)
 
-    @torch.inference_mode()
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
         sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None].numpy()
         marks = np.asarray(landmarks, np.float32)[None]
-        bias = None
-        if self.cross_fade:
-            bias, self.smoothed = self.module.smoothing_bias(torch.from_numpy(marks), self.smoothed)
+        bias = self.shot_bias(torch.from_numpy(marks))
         out = self.runtime(sketch, marks, None if bias is None else bias.numpy())[0]
         return ((np.clip(out, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
 

@@ -107,13 +107,14 @@ class OnnxRenderer:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise TalkingHeadError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
+        # the shot_bias width K, fixed at export (None: a file exported before that input existed)
+        self.bias_shots = next((i.shape[1] for i in self.session.get_inputs() if i.name == "shot_bias"), None)
 
     def __call__(self, sketches: np.ndarray, landmarks: np.ndarray, shot_bias: np.ndarray | None = None) -> np.ndarray:
         feeds = {"sketches": np.asarray(sketches, np.float32), "landmarks": np.asarray(landmarks, np.float32)}
-        if "shot_bias" in self.inputs:
-            shots = self.session.get_inputs()[self.inputs.index("shot_bias")].shape[1]
-            feeds["shot_bias"] = (np.zeros((len(feeds["sketches"]), shots), np.float32) if shot_bias is None
-                                  else np.asarray(shot_bias, np.float32))
+        if self.bias_shots is not None:
+            feeds["shot_bias"] = (np.zeros((len(feeds["sketches"]), self.bias_shots), np.float32)
+                                  if shot_bias is None else np.asarray(shot_bias, np.float32))
         return self.session.run([OUTPUT], {k: v for k, v in feeds.items() if k in self.inputs})[0]
 
 
