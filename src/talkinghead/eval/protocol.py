@@ -41,10 +41,12 @@ METHODS = ("nearest source", "warp", "FF", "FT")
 #: Methods whose temporal jitter is measured (nearest source jumps between shots by design).
 JITTER_METHODS = ("warp", "FF", "FT")
 #: Consecutive frames rendered per (video, K) for the jitter figure, and their assumed rate.
-JITTER_FRAMES = 24
+#: 48 (~2 s): with 24 one video's figure moved by up to 0.04 between runs of one model.
+JITTER_FRAMES = 48
 JITTER_FPS = 25.0
 #: Bumped whenever the protocol changes what a per-video result holds.
-PROTOCOL_VERSION = 4  # 3: the warp fills what the source hides from its mirror image; 4: jitter runs cross-fade shots
+PROTOCOL_VERSION = 5  # 3: the warp fills what the source hides from its mirror image; 4: jitter runs cross-fade shots;
+# 5: landmarks found on frames enlarged to 512 px (eval.metrics.LANDMARK_SIZE), 48-frame jitter runs
 
 
 @dataclass
