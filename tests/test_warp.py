@@ -9,6 +9,7 @@ import torch
 from talkinghead.data import warp
 from talkinghead.data.landmarks import MIRROR_68, mirror_landmarks
 from talkinghead.data.synthetic import turned_to_profile
+from talkinghead.errors import TalkingHeadError
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "talkinghead" / "assets"
 
@@ -301,6 +302,12 @@ def test_consecutive_frames_cross_fade_between_shots(synthetic_dataset, warp_che
     separate = avatar.animate(drive, progress=False, consecutive=False)
     assert np.array_equal(smoothed[:2], separate[:2])
     assert not np.array_equal(smoothed[2], separate[2])
+    # weight 1 on the newest frame: no cross-fade; a slower fade lags further behind
+    assert np.array_equal(avatar.animate(drive, progress=False, shot_smoothing=1.0), separate)
+    slow, _ = avatar.renderer().smoothing_bias(torch.from_numpy(drive), rate=0.1)
+    assert slow[2].abs().max() > bias[2].abs().max()
+    with pytest.raises(TalkingHeadError, match="shot_smoothing"):
+        avatar.animate(drive, progress=False, shot_smoothing=0)
     # K = 1: nothing to choose, nothing smoothed
     single = Avatar.from_crops(crops[:1], marks[:1], warp_checkpoint, finetune_steps=0, progress=False)
     assert single.renderer().smoothing_bias(torch.from_numpy(drive)) == (None, None)

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from talkinghead.config import Config
-from talkinghead.data.warp import shot_distances, smooth_shot_distances, unreliable_shot_penalty, warp_guide
+from talkinghead.data.warp import (SHOT_SMOOTHING, shot_distances, smooth_shot_distances, unreliable_shot_penalty,
+                                   warp_guide)
 from talkinghead.data.sketch import image_to_tensor, landmarks_to_sketch, sketch_to_tensor, tensor_to_image
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
@@ -220,7 +221,7 @@ class Avatar:
         return self.renderer()(sketches.to(self.device), landmarks, shot_bias)
 
     def animate(self, landmarks: np.ndarray, batch_size: int = 16, progress: bool = True,
-                half: bool = False, consecutive: bool = True) -> np.ndarray:
+                half: bool = False, consecutive: bool = True, shot_smoothing: float = SHOT_SMOOTHING) -> np.ndarray:
         """Render one frame per landmark set.
 
         Args:
@@ -230,17 +231,20 @@ class Avatar:
             consecutive: the landmarks are a track (a video's frames in order): a warp-guided
                 avatar with several shots changes shot by cross-fading over a few frames
                 (:data:`~talkinghead.data.warp.SHOT_SMOOTHING`). False for unrelated poses.
+            shot_smoothing: that cross-fade's weight on the newest frame (1: no cross-fade).
         Returns:
             (T, S, S, 3) uint8 RGB frames.
         """
         landmarks = np.asarray(landmarks, np.float32)
         if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
             raise TalkingHeadError(f"landmarks must be (T, 68, 2), got {landmarks.shape}")
+        if not 0 < shot_smoothing <= 1:
+            raise TalkingHeadError(f"shot_smoothing must be in (0, 1], got {shot_smoothing}")
         out = np.empty((len(landmarks), self.size, self.size, 3), np.uint8)
         use_amp = half and self.device.type == "cuda"
         bias = None
         if consecutive and len(landmarks):
-            bias, _ = self.renderer().smoothing_bias(torch.from_numpy(landmarks))
+            bias, _ = self.renderer().smoothing_bias(torch.from_numpy(landmarks), rate=shot_smoothing)
         starts = range(0, len(landmarks), batch_size)
         for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress, dynamic_ncols=True):
             chunk = landmarks[start:start + batch_size]
@@ -351,7 +355,8 @@ class AvatarRenderer(nn.Module):
                                fuse=self.generator.warp_shots, penalty=penalty)
         return self.generator(sketches, self.psi.expand(b, -1), guide)
 
-    def smoothing_bias(self, landmarks: Tensor, previous: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+    def smoothing_bias(self, landmarks: Tensor, previous: Tensor | None = None,
+                       rate: float = SHOT_SMOOTHING) -> tuple[Tensor | None, Tensor | None]:
         """For T consecutive frames' landmarks (T, 68, 2): the ``shot_bias`` (T, K) that makes the
         guide rank and weight shots by smoothed distances (:func:`smooth_shot_distances`), and the
         state (K,) to pass as ``previous`` with the next frames. (None, None) without a choice of
@@ -360,7 +365,7 @@ class AvatarRenderer(nn.Module):
             return None, None
         track = landmarks.to(self.shot_landmarks).float()
         raw = shot_distances(self.shot_landmarks[None].expand(len(track), -1, -1, -1), track)  # (T, K)
-        smoothed = smooth_shot_distances(raw, previous)
+        smoothed = smooth_shot_distances(raw, previous, rate)
         return smoothed - raw, smoothed[-1]
 
 
