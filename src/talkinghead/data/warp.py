@@ -411,8 +411,9 @@ UNRELIABLE_SHOT_WEIGHT = 0.1
 #: follow the pose through an exponential moving average with this weight on the newest frame
 #: (:func:`smooth_shot_distances`; at 25 frames/s a time constant of about 0.14 s), so a change
 #: of nearest shot is a cross-fade over a few frames, not a cut. On the dev split (bundled
-#: model, FF, 24 frames per video) the jitter figure fell 0.906 → 0.877 at K = 8 and 0.915 →
-#: 0.883 at K = 32; 0.5 gave 0.908 at K = 32, 0.1 gave 0.888 at K = 8 (the shot lags the pose).
+#: model, FF, evaluation protocol 5) the jitter figure fell 0.532 → 0.507 at K = 8 and 0.560 →
+#: 0.535 at K = 32. Slower fades (0.1, 0.06) lag the pose: on training identities' videos they
+#: lost SSIM at K = 8 and 32 and steadied only K = 32 (docs/benchmarks.md).
 SHOT_SMOOTHING = 0.25
 
 

@@ -138,8 +138,8 @@ def mean_nme(per_frame) -> tuple[float, int]:
 #: pixels and dlib's predictor (trained on larger faces) is noisy — noise that the jitter figure,
 #: a second difference, amplifies. Measured on the real frames of the dev split's jitter runs
 #: against their landmarks from the full-resolution video, the acceleration ratio (ideally ≈ 1,
-#: or below where those landmarks are noisy themselves) is 1.14 at 128 px, 0.88 at 256, 0.81 at
-#: 384 and 0.77 at 512: the instrument's own noise shrinks as the face grows.
+#: or below where those landmarks are noisy themselves) is 1.14 at 128 px, 0.89 at 256 and 0.77
+#: at 512: the instrument's own noise shrinks as the face grows (benchmarks/jitter_instrument.py).
 LANDMARK_SIZE = 512
 
 
