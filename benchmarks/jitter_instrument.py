@@ -22,11 +22,10 @@ import numpy as np
 from talkinghead.checkpoint import load_checkpoint
 from talkinghead.data.episodes import load_videos
 from talkinghead.eval.metrics import detect_landmarks_on_images, jitter_ratio
-from talkinghead.eval.protocol import JITTER_FPS, Scorer, load_samples, select_frames
+from talkinghead.eval.protocol import Scorer, jitter_run, load_samples, select_frames
 from talkinghead.eval.splits import load_split
 from talkinghead.infer.avatar import Avatar
 from talkinghead.infer.bundled import resolve_checkpoint
-from talkinghead.infer.smoothing import smooth_landmarks
 from talkinghead.train.steps import build_content_loss
 
 INSTRUMENTS = {"as is": (0, 0.0), "blurred σ=1": (0, 1.0), "enlarged 256": (256, 0.0), "enlarged 512": (512, 0.0)}
@@ -57,13 +56,12 @@ def main() -> None:
     readings = {"rendered": {n: [] for n in INSTRUMENTS}, "real": {n: [] for n in INSTRUMENTS}}
     for video in videos:
         picks = select_frames(len(video.frames), args.shots, 8)
-        half = len(video.frames) // 2
-        if picks is None or len(video.frames) - half < args.frames:
+        if picks is None or len(video.frames) - len(video.frames) // 2 < args.frames:
             continue
         shots = load_samples(video, picks[0], size)
-        run = load_samples(video, np.arange(half, half + args.frames), size)
+        run, drive = jitter_run(video, size, args.frames)
         avatar = Avatar.from_crops(shots.crops, shots.landmarks, checkpoint, progress=False, content_loss=content)
-        frames = avatar.animate(smooth_landmarks(run.landmarks, JITTER_FPS), progress=False)
+        frames = avatar.animate(drive, progress=False)
         for name, (enlarge_to, blur) in INSTRUMENTS.items():
             readings["rendered"][name].append(read_jitter(frames, run.landmarks, detector, enlarge_to, blur))
             readings["real"][name].append(read_jitter(run.crops, run.landmarks, detector, enlarge_to, blur))

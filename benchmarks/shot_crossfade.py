@@ -24,11 +24,10 @@ from talkinghead.checkpoint import load_checkpoint
 from talkinghead.data.episodes import load_videos
 from talkinghead.data.warp import SHOT_SMOOTHING
 from talkinghead.eval.metrics import ssim
-from talkinghead.eval.protocol import JITTER_FPS, JITTER_FRAMES, Scorer, jitter_frames, load_samples, select_frames
+from talkinghead.eval.protocol import JITTER_FRAMES, Scorer, jitter_run, load_samples, select_frames
 from talkinghead.eval.splits import load_split
 from talkinghead.infer.avatar import Avatar
 from talkinghead.infer.bundled import resolve_checkpoint
-from talkinghead.infer.smoothing import smooth_landmarks
 
 
 def main() -> None:
@@ -59,8 +58,7 @@ def main() -> None:
             if picks is None:
                 continue
             shots = load_samples(video, picks[0], size)
-            run = load_samples(video, jitter_frames(len(video.frames)), size)
-            drive = smooth_landmarks(run.landmarks, JITTER_FPS)
+            run, drive = jitter_run(video, size)
             avatar = Avatar.from_crops(shots.crops, shots.landmarks, checkpoint, finetune_steps=0, progress=False)
             for name, rate in settings.items():
                 frames = avatar.animate(drive, progress=False, consecutive=rate is not None,

@@ -76,10 +76,10 @@ def select_frames(n_valid: int, shots: int, targets: int) -> tuple[np.ndarray, n
     return shot_idx, target_idx
 
 
-def jitter_frames(n_valid: int) -> np.ndarray:
-    """Up to ``JITTER_FRAMES`` consecutive indices at the start of the second half."""
+def jitter_frames(n_valid: int, count: int = JITTER_FRAMES) -> np.ndarray:
+    """Up to ``count`` consecutive indices at the start of the second half."""
     half = n_valid // 2
-    return np.arange(half, min(n_valid, half + JITTER_FRAMES))
+    return np.arange(half, min(n_valid, half + count))
 
 
 def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int = 16, fuse: int = 1,
@@ -113,6 +113,15 @@ def load_samples(video: Video, indices: np.ndarray, size: int) -> VideoSamples:
         crops.append(((image.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8))
         marks.append(landmarks.numpy())
     return VideoSamples(np.stack(crops), np.stack(marks))
+
+
+def jitter_run(video: Video, size: int, count: int = JITTER_FRAMES) -> tuple[VideoSamples, np.ndarray]:
+    """The real frames of a video's jitter run (:func:`jitter_frames`) and the (T, 68, 2) landmarks
+    that drive it: theirs, One-Euro smoothed as ``animate`` drives by default."""
+    from talkinghead.infer.smoothing import smooth_landmarks
+
+    run = load_samples(video, jitter_frames(len(video.frames), count), size)
+    return run, smooth_landmarks(run.landmarks, JITTER_FPS)
 
 
 def nearest_source(shots: VideoSamples, target_landmarks: np.ndarray) -> np.ndarray:
@@ -175,10 +184,7 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
     shot_idx, target_idx = picks
     source = load_samples(video, shot_idx, size)
     target = load_samples(video, target_idx, size)
-    run = load_samples(video, jitter_frames(len(video.frames)), size)
-    from talkinghead.infer.smoothing import smooth_landmarks
-
-    run_drive = smooth_landmarks(run.landmarks, JITTER_FPS)  # as `animate` drives by default
+    run, run_drive = jitter_run(video, size)
     outputs = {"nearest source": nearest_source(source, target.landmarks),
                "warp": classical_warp(source, target.landmarks)}
     runs = {"warp": classical_warp(source, run_drive)}

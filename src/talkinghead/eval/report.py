@@ -76,6 +76,8 @@ def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkp
     from PIL import Image
 
     from talkinghead.eval.fid import fid_available
+    from talkinghead.eval.metrics import LANDMARK_SIZE
+    from talkinghead.eval.protocol import JITTER_FRAMES
 
     table = aggregate(rows)
     for entry in table:
@@ -100,7 +102,7 @@ def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkp
         "face network, so absolute values are not comparable with its Table 1); a generated frame in "
         "which dlib finds no face scores 0. For scale: two different people score about 0.75 with "
         "this network, the same person in two frames of a clip above 0.9. NME: landmarks "
-        "dlib finds on the generated frame (enlarged to 512 px for precision) vs the driving landmarks, divided by the inter-ocular "
+        f"dlib finds on the generated frame (enlarged to {LANDMARK_SIZE} px for precision) vs the driving landmarks, divided by the inter-ocular "
         "distance, over frames where landmarks were found. Face found: fraction of generated frames "
         "in which dlib's face detector finds a face. Nearest source: the few-shot frame closest in "
         "landmarks to the target, returned unchanged (perfect identity, blind to motion). Warp: that "
@@ -108,7 +110,7 @@ def write_report(rows: list[dict], examples: list[np.ndarray], out: Path, checkp
         "background rigid, what the shot hides mirrored from what it shows), no learning. "
         "Sharpness: variance of the Laplacian over the target's face box, generated ÷ real, both "
         "resampled to 96 px (1 = as sharp as the real frame). Jitter: mean "
-        "frame-to-frame acceleration of the landmarks dlib finds on 48 consecutive rendered frames "
+        f"frame-to-frame acceleration of the landmarks dlib finds on {JITTER_FRAMES} consecutive rendered frames "
         "(driving landmarks One-Euro smoothed, as `animate` does), ÷ that of the real frames' "
         "landmarks (1 = moves as jerkily as the real video; dlib's own detection noise is included: "
         "the real frames themselves measure 0.77 this way).",
