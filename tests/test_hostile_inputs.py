@@ -98,7 +98,8 @@ def test_nonsense_arguments_are_refused_in_one_line(argv, flag, capsys):
 
 BAD_SETTINGS = ["train.batch_size=0", "train.checkpoint_every=0", "train.log_every=0", "train.betas=0.5",
                 "train.lr_generator=nan", "model.embed_dim=0", "train.num_workers=-2",
-                "train.finetune_batch_size=0", "train.steps=-5", "loss.face=inf", "train.shots=0"]
+                "train.finetune_batch_size=0", "train.steps=-5", "loss.face=inf", "train.shots=0",
+                "train.guide_occlusion=1.5", "train.guide_occlusion=-0.1"]
 
 
 @pytest.mark.parametrize("setting", BAD_SETTINGS)

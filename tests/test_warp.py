@@ -271,6 +271,55 @@ def test_unreliable_shots_are_passed_over_unless_clearly_nearer():
     assert torch.allclose(moved, torch.cat(warp.warp_image(images[1:], marks[0, 1:], base[None]), dim=1), atol=1e-5)
 
 
+def test_pasted_occluders_cover_the_face_with_the_donor_and_nothing_else():
+    size = 64
+    marks = _template(size).repeat(4, 1, 1)  # (4, 68, 2)
+    guide = torch.rand(4, 4, size, size) * 2 - 1
+    donors = torch.full((4, 3, size, size), 0.5)
+    assert torch.equal(warp.paste_occluders(guide, donors, marks, 0.0), guide)
+    torch.manual_seed(0)
+    out = warp.paste_occluders(guide, donors, marks, 1.0)
+    assert torch.equal(out[:, 3], guide[:, 3])  # the trust mask still claims a valid warp
+    changed = (out[:, :3] != guide[:, :3]).any(dim=1)  # (4, S, S)
+    face = warp.head_mask(marks, size) > 0  # (4, S, S)
+    eye_distance = float((marks[0, 45] - marks[0, 36]).norm())
+    for row in range(4):
+        # a hand's worth of pixels: more than a finger, less than the whole face
+        assert eye_distance ** 2 * 0.3 < int(changed[row].sum()) < int(face[row].sum())
+        covered = (out[row, :3] - donors[row]).abs().amax(dim=0) < 1e-6
+        assert int(covered.sum()) > 0.5 * int(changed[row].sum())  # mostly the donor itself
+        ys, xs = torch.nonzero(changed[row], as_tuple=True)
+        centre = marks[row].mean(0)
+        reach = torch.hypot(xs.float() + 0.5 - centre[0], ys.float() + 0.5 - centre[1]).max()
+        assert reach < 2.5 * eye_distance  # over the face, not the background
+    torch.manual_seed(0)
+    half = warp.paste_occluders(guide.repeat(50, 1, 1, 1), donors.repeat(50, 1, 1, 1), marks.repeat(50, 1, 1), 0.5)
+    hit = (half != guide.repeat(50, 1, 1, 1)).flatten(1).any(dim=1).float().mean()
+    assert 0.35 < float(hit) < 0.65
+
+
+def test_meta_learning_guides_take_occluders_from_another_episode(synthetic_dataset):
+    from torch.utils.data import default_collate
+
+    from talkinghead.data.episodes import EpisodeDataset
+    from talkinghead.train.meta import episode_guide, episodes_on_device
+
+    dataset = EpisodeDataset(synthetic_dataset, shots=2, size=64)
+    batch = episodes_on_device(default_collate([dataset[0], dataset[len(dataset) - 1]]), torch.device("cpu"))
+    plain = episode_guide(dict(batch))
+    torch.manual_seed(0)
+    occluded = episode_guide(dict(batch), occlusion=1.0)
+    assert torch.equal(occluded[:, 3], plain[:, 3])
+    changed = (occluded[:, :3] != plain[:, :3]).any(dim=1)  # (2, S, S)
+    assert changed.flatten(1).any(dim=1).all()
+    donors = batch["target"].roll(1, dims=0)  # each row's occluder is the other row's target
+    pasted = (occluded[:, :3] - donors).abs().amax(dim=1) < 1e-6
+    assert int((pasted & changed).sum()) > 0.5 * int(changed.sum())
+    # one episode alone has no other person to take an occluder from
+    single = {k: v[:1] if torch.is_tensor(v) else v for k, v in batch.items()}
+    assert torch.equal(episode_guide(dict(single), occlusion=1.0), episode_guide(dict(single)))
+
+
 def test_shot_distances_are_smoothed_causally_across_frames():
     raw = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
     rate = warp.SHOT_SMOOTHING

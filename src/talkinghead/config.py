@@ -179,12 +179,16 @@ class TrainConfig:
     #: guided by the single nearest shot instead, as a one-shot avatar always is, so G learns
     #: both the fused guide and a lone (sharper) warped shot.
     warp_single_shot_fraction: float = 0.25
+    #: Warp-guided G: the chance that an episode's guide gets a hand-like patch of another
+    #: batch image pasted over the face while its target stays clean
+    #: (:func:`~talkinghead.data.warp.paste_occluders`), so G learns not to copy occluders.
+    guide_occlusion: float = 0.0
 
     def validate(self) -> None:
         _check_fields(self, "train", minimum=_TRAIN_MINIMUM)
-        if self.warp_single_shot_fraction > 1:
-            raise TalkingHeadError(f"train.warp_single_shot_fraction={self.warp_single_shot_fraction}: "
-                                   "a fraction, at most 1")
+        for name in ("warp_single_shot_fraction", "guide_occlusion"):
+            if getattr(self, name) > 1:
+                raise TalkingHeadError(f"train.{name}={getattr(self, name)}: a fraction, at most 1")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise TalkingHeadError(f"train.betas={self.betas}: Adam needs two betas, each in [0, 1), "
                                    "e.g. train.betas=0.0,0.999")
@@ -194,7 +198,7 @@ class TrainConfig:
 _TRAIN_MINIMUM = {"batch_size": 1, "shots": 1, "disc_steps": 0, "steps": 1, "checkpoint_every": 1,
                   "keep_checkpoints": 1, "log_every": 1, "image_every": 1, "num_workers": -1,
                   "finetune_steps": 0, "finetune_batch_size": 1, "finetune_warp": 0.0,
-                  "finetune_jaw_drop": 0.0, "warp_single_shot_fraction": 0.0,
+                  "finetune_jaw_drop": 0.0, "warp_single_shot_fraction": 0.0, "guide_occlusion": 0.0,
                   # a learning rate of 0 freezes a network (tests and ablations use it)
                   "lr_generator": 0.0, "lr_discriminator": 0.0, "finetune_lr_generator": 0.0,
                   "finetune_lr_discriminator": 0.0}

@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from talkinghead.config import Config
 from talkinghead.data.episodes import to_unit_range
-from talkinghead.data.warp import warp_guide
+from talkinghead.data.warp import paste_occluders, warp_guide
 from talkinghead.losses import embedding_match_loss
 from talkinghead.train.steps import discriminator_losses, generator_losses
 
@@ -98,21 +98,28 @@ def reduce_sparse_rows(param: torch.nn.Parameter) -> None:
     param.grad = summed / world
 
 
-def episode_guide(episodes: dict, fuse: int = 1) -> torch.Tensor:
+def episode_guide(episodes: dict, fuse: int = 1, occlusion: float = 0.0) -> torch.Tensor:
     """The warp-guided G's guide: the ``fuse`` shots nearest each target warped onto its
-    landmarks and averaged (:func:`warp_guide`) → (B, 4, S, S)."""
+    landmarks and averaged (:func:`warp_guide`) → (B, 4, S, S); with ``occlusion`` > 0 and
+    B > 1, that fraction of rows gets a hand-like patch of the next row's target
+    (:func:`paste_occluders`; B = 1 has no other person to take it from)."""
     with torch.no_grad():
-        return warp_guide(episodes["frames"], episodes["landmarks"].float(), episodes["target_landmarks"].float(),
-                          fuse=fuse)
+        guide = warp_guide(episodes["frames"], episodes["landmarks"].float(), episodes["target_landmarks"].float(),
+                           fuse=fuse)
+        if occlusion > 0 and guide.shape[0] > 1:
+            donors = episodes["target"].roll(1, dims=0).to(guide.dtype)
+            guide = paste_occluders(guide, donors, episodes["target_landmarks"], occlusion)
+        return guide
 
 
-def embed_and_render(episodes: dict, E, render, guided: bool = False, fuse: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_and_render(episodes: dict, E, render, guided: bool = False, fuse: int = 1,
+                     occlusion: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """ê from the K shots and G's rendering of the target sketch: (ê (B, N), fake (B, 3, S, S)).
-    ``guided`` (``model.warp_guidance``): G also gets :func:`episode_guide` of ``fuse`` shots,
-    stored in ``episodes``."""
+    ``guided`` (``model.warp_guidance``): G also gets :func:`episode_guide` of ``fuse`` shots
+    (``occlusion``: its pasted occluders), stored in ``episodes``."""
     e_hat = E(episodes["frames"], episodes["sketches"]).float().mean(dim=1)  # (B, N)
     if guided and "guide" not in episodes:
-        episodes["guide"] = episode_guide(episodes, fuse)
+        episodes["guide"] = episode_guide(episodes, fuse, occlusion)
     fake = render(episodes["target_sketch"], e_hat, episodes.get("guide"))  # (B, 3, S, S)
     return e_hat, fake
 
@@ -143,7 +150,7 @@ def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: C
 
     # E and G: embed the K frames, render the target sketch, step on L_CNT + L_ADV + L_MCH.
     with autocast(config, device):
-        e_hat, fake = embed_and_render(episodes, E, render, guided, fuse)
+        e_hat, fake = embed_and_render(episodes, E, render, guided, fuse, tc.guide_occlusion)
         loss_g, terms = generator_losses(fake, target, target_sketch, raw_d,
                                          {"video_index": video_index}, content, lc)
         rows = raw_d.rows(video_index).detach()
@@ -163,7 +170,7 @@ def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: C
     for more in disc_batches[: max(tc.disc_steps - 1, 0)]:
         more = episodes_on_device(more, device)
         with torch.no_grad(), autocast(config, device):
-            more_e_hat, more_fake = embed_and_render(more, E, render, guided, fuse)
+            more_e_hat, more_fake = embed_and_render(more, E, render, guided, fuse, tc.guide_occlusion)
         d_episodes.append((more["target"], more_fake, more["target_sketch"], more["video_index"], more_e_hat))
     for k in range(tc.disc_steps):
         real, fake_k, sketch_k, index_k, e_hat_k = d_episodes[min(k, len(d_episodes) - 1)]
