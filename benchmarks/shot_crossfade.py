@@ -21,10 +21,9 @@ import argparse
 import numpy as np
 
 from talkinghead.checkpoint import load_checkpoint
-from talkinghead.data.episodes import load_videos
 from talkinghead.data.warp import SHOT_SMOOTHING
 from talkinghead.eval.metrics import ssim
-from talkinghead.eval.protocol import JITTER_FRAMES, Scorer, jitter_run, load_samples, select_frames
+from talkinghead.eval.protocol import Scorer, jitter_run, jitter_videos, load_samples, select_frames
 from talkinghead.eval.splits import load_split
 from talkinghead.infer.avatar import Avatar
 from talkinghead.infer.bundled import resolve_checkpoint
@@ -43,11 +42,7 @@ def main() -> None:
 
     checkpoint = load_checkpoint(resolve_checkpoint(args.checkpoint))
     size = checkpoint.config.model.image_size
-    videos = [v for v in load_videos(args.data, load_split(args.split_file)[args.split], min_frames=1)
-              if len(v.frames) >= 2 * JITTER_FRAMES + 12]  # a full jitter run in the second half
-    if args.videos:
-        pick = np.random.default_rng(0).choice(len(videos), min(args.videos, len(videos)), replace=False)
-        videos = [videos[i] for i in sorted(pick)]
+    videos = jitter_videos(args.data, load_split(args.split_file)[args.split], args.videos)
     scorer = Scorer()
     settings = {"per frame": None, **{f"rate {r:g}": r for r in args.rates}}
     for k in args.shots:

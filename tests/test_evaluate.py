@@ -75,3 +75,23 @@ def test_evaluate_reports_unusable_videos(real_dev_data, synthetic_dataset, tmp_
     rc = main(["evaluate", "--checkpoint", str(ckpt), "--data", str(real_dev_data), "--split-file", str(split),
                "--shots", "500", "-o", str(tmp_path / "r")])
     assert rc == 2 and "too few for K=500" in capsys.readouterr().err
+
+
+def test_jitter_videos_keep_long_enough_videos_and_draw_or_name_them(tmp_path):
+    from conftest import make_synthetic_dataset
+
+    from talkinghead.errors import TalkingHeadError
+    from talkinghead.eval.protocol import JITTER_FRAMES, jitter_videos
+
+    need = 2 * JITTER_FRAMES + 12
+    long_root = make_synthetic_dataset(tmp_path / "long", videos=3, frames=need, size=32)
+    short_root = make_synthetic_dataset(tmp_path / "short", videos=2, frames=need - 1, size=32)
+    people = ["person0", "person1", "person2"]
+    assert jitter_videos(short_root, people[:2]) == []  # one frame short of a jitter run
+    everyone = jitter_videos(long_root, people)
+    assert sorted(v.identity for v in everyone) == people
+    drawn = jitter_videos(long_root, people, count=2)
+    assert len(drawn) == 2 and [v.key for v in drawn] == [v.key for v in jitter_videos(long_root, people, count=2)]
+    assert [v.key for v in jitter_videos(long_root, people, key=everyone[1].key)] == [everyone[1].key]
+    with pytest.raises(TalkingHeadError, match="no video 'nobody/clip'"):
+        jitter_videos(long_root, people, key="nobody/clip")

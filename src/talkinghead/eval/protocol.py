@@ -76,6 +76,22 @@ def select_frames(n_valid: int, shots: int, targets: int) -> tuple[np.ndarray, n
     return shot_idx, target_idx
 
 
+def jitter_videos(data: str | os.PathLike, identities: list[str], count: int = 0,
+                  key: str | None = None) -> list[Video]:
+    """The videos of ``identities`` with a full jitter run in their second half (and room for
+    its shots): all of them, ``count`` drawn with seed 0, or only the one named ``key``."""
+    videos = [v for v in load_videos(data, identities, min_frames=1) if len(v.frames) >= 2 * JITTER_FRAMES + 12]
+    if key:
+        videos = [v for v in videos if v.key == key]
+        if not videos:
+            raise TalkingHeadError(f"{data}: no video {key!r} with {2 * JITTER_FRAMES + 12} frames "
+                                   "among these identities")
+    elif count:
+        pick = np.random.default_rng(0).choice(len(videos), min(count, len(videos)), replace=False)
+        videos = [videos[i] for i in sorted(pick)]
+    return videos
+
+
 def jitter_frames(n_valid: int, count: int = JITTER_FRAMES) -> np.ndarray:
     """Up to ``count`` consecutive indices at the start of the second half."""
     half = n_valid // 2
@@ -172,9 +188,12 @@ class Scorer:
 
 
 def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Scorer, size: int,
-                   shots: int, content_loss=None, collect=None) -> tuple[dict, dict[str, np.ndarray]]:
+                   shots: int, content_loss=None, collect=None,
+                   collect_run=None) -> tuple[dict, dict[str, np.ndarray]]:
     """All methods for one video and one K. Returns (results, example images).
-    ``collect(outputs, real)``, if given, receives every method's frames and the real targets."""
+    ``collect(outputs, real)``, if given, receives every method's frames and the real targets;
+    ``collect_run(runs, real)`` the jitter run's frames of the methods scored for jitter and the
+    run's real frames."""
     from talkinghead.infer.avatar import Avatar
 
     picks = select_frames(len(video.frames), shots, settings.targets)
@@ -197,6 +216,8 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
             ft_steps = avatar.finetune_steps
     if collect is not None:
         collect(outputs, target.crops)
+    if collect_run is not None:
+        collect_run(runs, run.crops)
     results = {"video": video.key, "identity": video.identity, "shots": shots, "ft_steps": ft_steps,
                "targets": [int(i) for i in target_idx],
                "metrics": {m: scorer.score(outputs[m], target.crops, target.landmarks) for m in METHODS}}
