@@ -75,16 +75,17 @@ def main() -> None:
                 rows.append(labelled_row(shots[shown], f"{len(shown)} of the {args.shots} shots"))
             rows.append(labelled_row(real, "real"))
             rows.append(labelled_row(outputs["warp"], "warp"))
-            report("warp", results, args.frames)
+            report("warp", "warp", results, args.frames)
         rows.append(labelled_row(outputs["FT"], label))
-        report(label, results, args.frames, method="FT")
+        report(label, "FT", results, args.frames)
     with atomic_path(args.output) as tmp:
         Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="JPEG" if args.output.suffix.lower()
                                                           in (".jpg", ".jpeg") else "PNG", quality=90)
     print(f"wrote {args.output} ({len(rows)} rows)")
 
 
-def report(label: str, results: dict, frames: str, method: str = "warp") -> None:
+def report(label: str, method: str, results: dict, frames: str) -> None:
+    """Print ``method``'s score in ``results`` under ``label``: SSIM and face found, or jitter."""
     m = results["metrics"][method]
     if frames == "targets":
         print(f"{label:24s} SSIM {np.mean(m['ssim']):.4f}  face found {int(sum(m['face_found']))}/{len(m['ssim'])}")

@@ -32,7 +32,7 @@ import torch
 import talkinghead.infer.avatar as avatar_module
 from talkinghead.checkpoint import load_checkpoint
 from talkinghead.data.landmarks import detector_box_from_landmarks, get_detector
-from talkinghead.data.warp import FUSION_TEMPERATURE, shot_distances, warp_guide, warp_image
+from talkinghead.data.warp import FUSION_TEMPERATURE, fuse_warped_shots, shot_distances, warp_guide
 from talkinghead.eval.metrics import ssim
 from talkinghead.eval.protocol import Scorer, jitter_run, jitter_videos, load_samples, select_frames
 from talkinghead.eval.splits import load_split
@@ -82,12 +82,7 @@ def continuous_guide(shots, shot_landmarks, target_landmarks, exclude=None, fuse
     weight = (relative[:, :m] - relative[:, m:]).clamp(min=0)
     weight[:, 0] += 1e-6  # a three-way tie: the nearest alone
     weight = (weight / weight.sum(1, keepdim=True)).to(shots.dtype)
-    rows = torch.arange(shots.shape[0])[:, None]
-    image, marks = shots[rows, pick[:, :m]].flatten(0, 1), shot_landmarks[rows, pick[:, :m]].flatten(0, 1)
-    target = target_landmarks.float()[:, None].expand(-1, m, -1, -1).flatten(0, 1)
-    warped, mask = warp_image(image, marks.float(), target, symmetric_fill=symmetric_fill)
-    guide = torch.cat([warped, mask], 1).reshape(-1, m, 4, *warped.shape[-2:])
-    return (weight[:, :, None, None, None] * guide).sum(1)
+    return fuse_warped_shots(shots, shot_landmarks, target_landmarks, pick[:, :m], weight, symmetric_fill)
 
 
 def main() -> None:

@@ -541,6 +541,20 @@ def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
     distance = shot_distances(shot_landmarks, target_landmarks, exclude, penalty)  # (B, K)
     nearest, pick = torch.topk(distance, m, dim=1, largest=False)  # (B, M) ascending
     weight = torch.softmax(-(nearest - nearest[:, :1]) / FUSION_TEMPERATURE, dim=1).to(shots.dtype)
+    return fuse_warped_shots(shots, shot_landmarks, target_landmarks, pick, weight, symmetric_fill)
+
+
+def fuse_warped_shots(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor, pick: Tensor,
+                      weight: Tensor, symmetric_fill: bool = True) -> Tensor:
+    """The chosen shots warped onto each target and averaged: the body of :func:`warp_guide`.
+
+    Args:
+        shots, shot_landmarks, target_landmarks: as in :func:`warp_guide`.
+        pick: (B, M) indices of the shots to warp. weight: (B, M) their weights (rows sum to 1).
+    Returns:
+        (B, 4, S, S): the weighted warps (3 channels) and trust mask (1 channel).
+    """
+    m = pick.shape[1]
     rows = torch.arange(shots.shape[0], device=shots.device)[:, None]  # batch size stays symbolic in ONNX
     image = shots[rows, pick.to(shots.device)].flatten(0, 1)  # (B·M, 3, S, S)
     marks = shot_landmarks[rows.to(shot_landmarks.device), pick.to(shot_landmarks.device)].flatten(0, 1)

@@ -80,12 +80,12 @@ def jitter_videos(data: str | os.PathLike, identities: list[str], count: int = 0
                   key: str | None = None) -> list[Video]:
     """The videos of ``identities`` with a full jitter run in their second half (and room for
     its shots): all of them, ``count`` drawn with seed 0, or only the one named ``key``."""
-    videos = [v for v in load_videos(data, identities, min_frames=1) if len(v.frames) >= 2 * JITTER_FRAMES + 12]
+    need = 2 * JITTER_FRAMES + 12  # the run at the start of the second half, shots before it
+    videos = [v for v in load_videos(data, identities, min_frames=1) if len(v.frames) >= need]
     if key:
         videos = [v for v in videos if v.key == key]
         if not videos:
-            raise TalkingHeadError(f"{data}: no video {key!r} with {2 * JITTER_FRAMES + 12} frames "
-                                   "among these identities")
+            raise TalkingHeadError(f"{data}: no video {key!r} with {need} frames among these identities")
     elif count:
         pick = np.random.default_rng(0).choice(len(videos), min(count, len(videos)), replace=False)
         videos = [videos[i] for i in sorted(pick)]
