@@ -33,6 +33,7 @@ import talkinghead.infer.avatar as avatar_module
 from talkinghead.checkpoint import load_checkpoint
 from talkinghead.data.landmarks import detector_box_from_landmarks, get_detector
 from talkinghead.data.warp import FUSION_TEMPERATURE, fuse_warped_shots, shot_distances, warp_guide
+from talkinghead.errors import TalkingHeadError
 from talkinghead.eval.metrics import ssim
 from talkinghead.eval.protocol import Scorer, jitter_run, jitter_videos, load_samples, select_frames
 from talkinghead.eval.splits import load_split
@@ -99,7 +100,10 @@ def main() -> None:
 
     checkpoint = load_checkpoint(resolve_checkpoint(args.checkpoint))
     size = checkpoint.config.model.image_size
-    videos = jitter_videos(args.data, load_split(args.split_file)[args.split], args.videos, args.video)
+    try:
+        videos = jitter_videos(args.data, load_split(args.split_file)[args.split], args.videos, args.video)
+    except TalkingHeadError as error:
+        raise SystemExit(f"error: {error}") from None
     scorer, detector = Scorer(), get_detector("dlib")
     variants = args.variants
     for k in args.shots:
