@@ -10,16 +10,17 @@ variant the mean jitter ratio and its per-video difference from the first varian
 error), the SSIM of the run's frames and of the targets. ``--variants shipped --checkpoint X``
 scores another meta checkpoint as ``animate`` would use it. Variants:
 
-* ``shipped``: what ``animate`` does (unreliable-landmark penalty, cross-fade 0.25, the two
-  nearest shots fused by a softmax of their distances).
+* ``shipped``: what ``animate`` does (passes over shots with guessed landmarks: a profile's
+  refit error, a hidden mouth's loose fit, see ``data.warp.hidden_mouth_penalty``; cross-fade
+  0.25; the two nearest shots fused by a softmax of their distances).
+* ``refit-only``: the rule before the hidden-mouth check (refit error only).
+* ``flat-spread``: refit error + 0.5 × (mouth fit spread − 0.015)⁺, with no allowance for the
+  clip's own level or the head's yaw: it finds the hand shots, but fires as much on turned
+  heads and soft video.
 * ``dedup``: of any two shots closer than 0.015 in landmark distance, only one can be chosen
   (fewer switches between near-identical photos).
 * ``continuous``: top-2 weights that fall to zero as a shot leaves the top two
   (wᵢ ∝ e^(−dᵢ/T) − e^(−d₃/T)), so a change of second shot is not a cut of its share.
-* ``uncertain``: + 0.5 × (mouth landmark spread − 0.015)⁺ to a shot's distance, the spread being
-  how far the shape predictor's mouth points move over 18 perturbed boxes (÷ eye distance): a
-  hand over the mouth leaves them unanchored (0.014–0.064 against 0.005–0.009 on
-  ``pyfeat_wlanger``), but so do turned heads and soft video.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import torch
 
 import talkinghead.infer.avatar as avatar_module
 from talkinghead.checkpoint import load_checkpoint
-from talkinghead.data.landmarks import detector_box_from_landmarks, get_detector
-from talkinghead.data.warp import FUSION_TEMPERATURE, fuse_warped_shots, shot_distances, warp_guide
+from talkinghead.data.landmarks import get_detector, landmark_refit_error, mouth_fit_spread
+from talkinghead.data.warp import (FUSION_TEMPERATURE, fuse_warped_shots, shot_distances, unreliable_shot_penalty,
+                                   warp_guide)
 from talkinghead.errors import TalkingHeadError
 from talkinghead.eval.metrics import ssim
 from talkinghead.eval.protocol import Scorer, jitter_run, jitter_videos, load_samples, select_frames
@@ -41,9 +43,8 @@ from talkinghead.infer.avatar import Avatar
 from talkinghead.infer.bundled import resolve_checkpoint
 
 DEDUP_DISTANCE = 0.015
-SPREAD_FLOOR, SPREAD_WEIGHT = 0.015, 0.5
-VARIANTS = ("shipped", "dedup", "continuous", "uncertain")
-BOX_OFFSETS = [(dx, dy, s) for dx in (-0.06, 0, 0.06) for dy in (-0.06, 0, 0.06) for s in (0.94, 1.06)]
+FLAT_SPREAD_FLOOR, FLAT_SPREAD_WEIGHT = 0.015, 0.5
+VARIANTS = ("shipped", "refit-only", "flat-spread", "dedup", "continuous")
 
 
 def dedup_penalty(landmarks: np.ndarray, penalty: torch.Tensor) -> torch.Tensor:
@@ -57,17 +58,6 @@ def dedup_penalty(landmarks: np.ndarray, penalty: torch.Tensor) -> torch.Tensor:
     out = penalty + 10.0
     out[kept] = penalty[kept]
     return out
-
-
-def mouth_spread(image: np.ndarray, landmarks: np.ndarray, detector) -> float:
-    """Mean distance of the 20 mouth points from their mean over BOX_OFFSETS fits ÷ eye distance."""
-    box = detector_box_from_landmarks(landmarks)
-    cx, cy, side = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0]
-    fits = np.stack([detector.landmarks_in_box(image, np.array(
-        [cx + dx * side - side * s / 2, cy + dy * side - side * s / 2,
-         cx + dx * side + side * s / 2, cy + dy * side + side * s / 2])) for dx, dy, s in BOX_OFFSETS])
-    spread = np.linalg.norm(fits - fits.mean(0), axis=-1).mean(0)
-    return float(spread[48:68].mean() / np.linalg.norm(landmarks[45] - landmarks[36]))
 
 
 def continuous_guide(shots, shot_landmarks, target_landmarks, exclude=None, fuse=1, symmetric_fill=True,
@@ -120,9 +110,12 @@ def main() -> None:
             penalties = {}
             if "dedup" in variants:
                 penalties["dedup"] = dedup_penalty(shots.landmarks, shipped)
-            if "uncertain" in variants:
-                spread = torch.tensor([mouth_spread(c, m, detector) for c, m in zip(shots.crops, shots.landmarks)])
-                penalties["uncertain"] = shipped + SPREAD_WEIGHT * (spread - SPREAD_FLOOR).clamp(min=0)
+            if {"refit-only", "flat-spread"} & set(variants):
+                refit = unreliable_shot_penalty(torch.from_numpy(
+                    landmark_refit_error(shots.crops, shots.landmarks, detector)))
+                spread = torch.from_numpy(mouth_fit_spread(shots.crops, shots.landmarks, detector))
+                penalties["refit-only"] = refit
+                penalties["flat-spread"] = refit + FLAT_SPREAD_WEIGHT * (spread - FLAT_SPREAD_FLOOR).clamp(min=0)
             for variant in variants:
                 renderer.shot_penalty.copy_(penalties.get(variant, shipped))
                 # the renderer looks warp_guide up in its module: swap it for this variant only

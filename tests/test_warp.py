@@ -271,6 +271,44 @@ def test_unreliable_shots_are_passed_over_unless_clearly_nearer():
     assert torch.allclose(moved, torch.cat(warp.warp_image(images[1:], marks[0, 1:], base[None]), dim=1), atol=1e-5)
 
 
+
+def test_hidden_mouth_penalty_counts_only_a_clips_outliers_and_allows_for_a_turned_head():
+    marks = _template(64).repeat(8, 1, 1)  # (8, 68, 2), about facing the camera
+    assert (warp.head_yaw(marks).abs() < warp.HIDDEN_MOUTH_YAW_FREE).all()
+    spread = torch.full((8,), 0.006)
+    assert torch.equal(warp.hidden_mouth_penalty(spread, marks), torch.zeros(8))
+    # One loose mouth among tight ones: the excess over the absolute threshold, times the weight.
+    spread[3] = 0.04
+    expected = torch.zeros(8)
+    expected[3] = warp.HIDDEN_MOUTH_WEIGHT * (0.04 - warp.HIDDEN_MOUTH_SPREAD)
+    assert torch.allclose(warp.hidden_mouth_penalty(spread, marks), expected)
+    # A soft video loosens every mouth: the same shot is no outlier among shots twice as loose as its threshold.
+    assert torch.equal(warp.hidden_mouth_penalty(torch.full((8,), 0.025).index_fill(0, torch.tensor([3]), 0.04),
+                                                 marks), torch.zeros(8))
+    # A turned head (nose a third of the way off the middle) is allowed a looser mouth.
+    turned = marks.clone()
+    turned[3, 27:36, 0] += 0.3 * (turned[3, 16, 0] - turned[3, 0, 0])
+    assert warp.head_yaw(turned)[3] > 0.25
+    assert torch.equal(warp.hidden_mouth_penalty(spread, turned), torch.zeros(8))
+    # One shot: nothing to choose between.
+    assert torch.equal(warp.hidden_mouth_penalty(spread[3:4], marks[3:4]), torch.zeros(1))
+
+
+def test_mouth_fit_spread_flags_a_hand_over_the_mouth(shared_faces):
+    """pyfeat_wlanger: at frames 30 and 38 the speaker's face is clear, at 99 and 106 her hand
+    covers the mouth and dlib's mouth points follow the box, not the lips: the guide passes over
+    those shots (hidden_mouth_penalty), the clear ones are free."""
+    from talkinghead.data.landmarks import get_detector, mouth_fit_spread
+    from talkinghead.data.video import iter_frames
+    from talkinghead.infer.faces import crops_from_sources
+
+    frames = list(iter_frames(shared_faces / "clips" / "pyfeat_wlanger.mp4", max_frames=107))
+    faces = crops_from_sources([frames[i] for i in (30, 38, 99, 106)], 128, progress=False)
+    spread = mouth_fit_spread(faces.crops, faces.landmarks, get_detector("dlib"))
+    assert (spread[:2] < 0.01).all() and (spread[2:] > 0.03).all(), spread
+    penalty = warp.hidden_mouth_penalty(torch.from_numpy(spread), torch.from_numpy(faces.landmarks))
+    assert (penalty[:2] == 0).all() and (penalty[2:] > 0.005).all(), penalty
+
 def test_pasted_occluders_cover_the_face_with_the_donor_and_nothing_else():
     size = 64
     marks = _template(size).repeat(4, 1, 1)  # (4, 68, 2)

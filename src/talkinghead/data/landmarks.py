@@ -344,6 +344,40 @@ def landmark_refit_error(images: np.ndarray, landmarks: np.ndarray, detector: La
     return errors
 
 
+#: Boxes the shape predictor is refitted in by :func:`mouth_fit_spread`: the landmarks' box
+#: moved by ±6 % of its side in x and y (and not at all) and scaled by 0.94 or 1.06 — the
+#: jitter a detector's box has between frames.
+MOUTH_REFIT_BOXES = tuple((dx, dy, s) for dx in (-0.06, 0.0, 0.06) for dy in (-0.06, 0.0, 0.06) for s in (0.94, 1.06))
+
+
+def mouth_fit_spread(images: np.ndarray, landmarks: np.ndarray, detector: LandmarkDetector) -> np.ndarray:
+    """How loosely the shape predictor holds the mouth: its 20 mouth points refitted in the 18
+    :data:`MOUTH_REFIT_BOXES` around the landmarks' box, mean distance from their mean.
+
+    Where the mouth shows, the points are anchored to its edges and barely move (0.005–0.01
+    inter-ocular distances); a hand over the mouth leaves them to the model's prior, and a box's
+    shift moves them (0.014–0.064 on a clip whose speaker covers her mouth). A turned head and a
+    soft video loosen them too, which :func:`~talkinghead.data.warp.hidden_mouth_penalty` allows for.
+
+    Args:
+        images: (K, S, S, 3) uint8 RGB. landmarks: (K, 68, 2) in their pixels.
+    Returns:
+        (K,) ÷ the landmarks' outer-eye-corner distance; 0 for a shot without finite landmarks.
+    """
+    spread = np.zeros(len(images), np.float32)
+    for i, (image, marks) in enumerate(zip(images, np.asarray(landmarks, np.float32))):
+        iod = float(np.linalg.norm(marks[45] - marks[36]))
+        if not np.isfinite(marks).all() or iod <= 0:
+            continue
+        box = detector_box_from_landmarks(marks)
+        centre, side = (box[:2] + box[2:]) / 2, float(box[2] - box[0])
+        fits = np.stack([detector.landmarks_in_box(image, np.concatenate(
+            [centre + np.array([dx, dy]) * side - side * s / 2, centre + np.array([dx, dy]) * side + side * s / 2]))
+            for dx, dy, s in MOUTH_REFIT_BOXES])[:, 48:68]  # (18, 20, 2)
+        spread[i] = np.linalg.norm(fits - fits.mean(0), axis=-1).mean() / iod
+    return spread
+
+
 # -- tracking ---------------------------------------------------------------------------------
 
 #: A tracked shape is rejected (and the face re-detected) when its extent is outside this

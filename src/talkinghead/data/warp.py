@@ -406,6 +406,23 @@ FUSION_TEMPERATURE = 0.005
 UNRELIABLE_LANDMARKS = 0.05
 UNRELIABLE_SHOT_WEIGHT = 0.1
 
+#: A shot whose mouth the shape predictor holds loosely (:func:`~talkinghead.data.landmarks.
+#: mouth_fit_spread`) may have it hidden — by a hand, say — and its landmarks guess a mouth the
+#: image does not show: warped into the face, the hand comes along and the output's mouth
+#: wanders. Its landmark distance grows by ``HIDDEN_MOUTH_WEIGHT`` × the spread's excess over
+#: a threshold that is relative, so that only outliers in their own clip count: the larger of
+#: ``HIDDEN_MOUTH_SPREAD`` and ``HIDDEN_MOUTH_CLIP_FACTOR`` × the clip's lower quartile (a soft
+#: video loosens every shot), plus ``HIDDEN_MOUTH_YAW_SLOPE`` × the head's yaw beyond
+#: ``HIDDEN_MOUTH_YAW_FREE`` (:func:`head_yaw`; a turned head loosens the mouth, and its shot
+#: is the best guide for a turned target). Chosen on 16 training identities' videos
+#: (``benchmarks/shot_choice.py``): K = 32 jitter −0.008, SSIM unchanged; K = 8 unchanged. On
+#: the dev clip whose speaker covers her mouth (23 of 32 shots) K = 32 jitter 0.83 → 0.69.
+HIDDEN_MOUTH_SPREAD = 0.015
+HIDDEN_MOUTH_CLIP_FACTOR = 2.0
+HIDDEN_MOUTH_YAW_FREE = 0.1
+HIDDEN_MOUTH_YAW_SLOPE = 0.5
+HIDDEN_MOUTH_WEIGHT = 0.5
+
 
 #: Consecutive frames (a video, a camera): the shot distances the guide ranks and weights by
 #: follow the pose through an exponential moving average with this weight on the newest frame
@@ -438,6 +455,23 @@ def smooth_shot_distances(distance: Tensor, previous: Tensor | None = None,
 def unreliable_shot_penalty(refit_error: Tensor) -> Tensor:
     """(K,) landmark refit errors → (K,) distance added to those shots (see ``UNRELIABLE_*``)."""
     return UNRELIABLE_SHOT_WEIGHT * (refit_error - UNRELIABLE_LANDMARKS).clamp(min=0)
+
+
+def head_yaw(landmarks: Tensor) -> Tensor:
+    """(..., 68, 2) → (...) how far the nose tip sits from the middle of the jaw line's ends, as a
+    fraction of their distance: 0 facing the camera, about ±0.5 in profile."""
+    left, right, nose = landmarks[..., 0, 0], landmarks[..., 16, 0], landmarks[..., 30, 0]
+    return (nose - left) / (right - left) - 0.5
+
+
+def hidden_mouth_penalty(mouth_spread: Tensor, landmarks: Tensor) -> Tensor:
+    """(K,) mouth fit spreads and (K, 68, 2) landmarks of one avatar's shots → (K,) distance
+    added to the shots whose mouth is probably hidden (see ``HIDDEN_MOUTH_*``)."""
+    if len(mouth_spread) < 2:
+        return torch.zeros_like(mouth_spread)
+    floor = torch.clamp(HIDDEN_MOUTH_CLIP_FACTOR * mouth_spread.quantile(0.25), min=HIDDEN_MOUTH_SPREAD)
+    allowed = floor + HIDDEN_MOUTH_YAW_SLOPE * (head_yaw(landmarks).abs() - HIDDEN_MOUTH_YAW_FREE).clamp(min=0)
+    return HIDDEN_MOUTH_WEIGHT * (mouth_spread - allowed.to(mouth_spread)).clamp(min=0)
 
 
 def shot_distances(shot_landmarks: Tensor, target_landmarks: Tensor, exclude: Tensor | None = None,

@@ -45,8 +45,9 @@ JITTER_METHODS = ("warp", "FF", "FT")
 JITTER_FRAMES = 48
 JITTER_FPS = 25.0
 #: Bumped whenever the protocol changes what a per-video result holds.
-PROTOCOL_VERSION = 5  # 3: the warp fills what the source hides from its mirror image; 4: jitter runs cross-fade shots;
-# 5: landmarks found on frames enlarged to 512 px (eval.metrics.LANDMARK_SIZE), 48-frame jitter runs
+PROTOCOL_VERSION = 6  # 3: the warp fills what the source hides from its mirror image; 4: jitter runs cross-fade shots;
+# 5: landmarks found on frames enlarged to 512 px (eval.metrics.LANDMARK_SIZE), 48-frame jitter runs;
+# 6: warp-guided avatars pass over shots with a hidden mouth (data.warp.hidden_mouth_penalty)
 
 
 @dataclass

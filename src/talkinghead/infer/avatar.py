@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from talkinghead.config import Config
-from talkinghead.data.warp import (SHOT_SMOOTHING, shot_distances, smooth_shot_distances, unreliable_shot_penalty,
-                                   warp_guide)
+from talkinghead.data.warp import (SHOT_SMOOTHING, hidden_mouth_penalty, shot_distances, smooth_shot_distances,
+                                   unreliable_shot_penalty, warp_guide)
 from talkinghead.data.sketch import image_to_tensor, landmarks_to_sketch, sketch_to_tensor, tensor_to_image
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
@@ -370,14 +370,19 @@ class AvatarRenderer(nn.Module):
 
 
 def _unreliable_shot_penalty(config: Config, crops: np.ndarray, landmarks: np.ndarray, detector=None) -> Tensor:
-    """(K,) distance added to shots with guessed landmarks; zeros for the paper's G or one shot
-    (nothing to choose between)."""
+    """(K,) distance added to shots with guessed landmarks (a profile's hidden side, a hidden
+    mouth); zeros for the paper's G or one shot (nothing to choose between)."""
     if not config.model.warp_guidance or len(crops) < 2:
         return torch.zeros(len(crops))
-    from talkinghead.data.landmarks import get_detector, landmark_refit_error
+    from talkinghead.data.landmarks import DlibLandmarkDetector, get_detector, landmark_refit_error, mouth_fit_spread
 
-    errors = landmark_refit_error(crops, landmarks, detector if detector is not None else get_detector("dlib"))
-    return unreliable_shot_penalty(torch.from_numpy(errors))
+    detector = detector if detector is not None else get_detector("dlib")
+    errors = landmark_refit_error(crops, landmarks, detector)
+    # The mouth check's thresholds are dlib's shape model's: it runs with dlib whoever found the landmarks.
+    shape_model = detector if isinstance(detector, DlibLandmarkDetector) else get_detector("dlib")
+    spread = mouth_fit_spread(crops, landmarks, shape_model)
+    return (unreliable_shot_penalty(torch.from_numpy(errors))
+            + hidden_mouth_penalty(torch.from_numpy(spread), torch.from_numpy(np.asarray(landmarks, np.float32))))
 
 
 def _with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:
