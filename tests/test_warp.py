@@ -292,6 +292,12 @@ def test_hidden_mouth_penalty_counts_only_a_clips_outliers_and_allows_for_a_turn
     assert torch.equal(warp.hidden_mouth_penalty(spread, turned), torch.zeros(8))
     # One shot: nothing to choose between.
     assert torch.equal(warp.hidden_mouth_penalty(spread[3:4], marks[3:4]), torch.zeros(1))
+    # Degenerate landmarks (none, or the jaw's ends on one point) give no yaw: no penalty, never NaN.
+    broken = marks.clone()
+    broken[1] = float("nan")
+    broken[2, 16] = broken[2, 0]
+    penalty = warp.hidden_mouth_penalty(torch.full((8,), 0.04).index_fill(0, torch.arange(3, 8), 0.006), broken)
+    assert torch.isfinite(penalty).all() and penalty[1] == 0 and penalty[2] == 0, penalty
 
 
 def test_mouth_fit_spread_flags_a_hand_over_the_mouth(shared_faces):

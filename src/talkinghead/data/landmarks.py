@@ -371,10 +371,13 @@ def mouth_fit_spread(images: np.ndarray, landmarks: np.ndarray, detector: Landma
             continue
         box = detector_box_from_landmarks(marks)
         centre, side = (box[:2] + box[2:]) / 2, float(box[2] - box[0])
-        fits = np.stack([detector.landmarks_in_box(image, np.concatenate(
-            [centre + np.array([dx, dy]) * side - side * s / 2, centre + np.array([dx, dy]) * side + side * s / 2]))
-            for dx, dy, s in MOUTH_REFIT_BOXES])[:, 48:68]  # (18, 20, 2)
-        spread[i] = np.linalg.norm(fits - fits.mean(0), axis=-1).mean() / iod
+        mouths = []
+        for dx, dy, scale in MOUTH_REFIT_BOXES:
+            moved = centre + np.array([dx, dy], np.float32) * side
+            half = side * scale / 2
+            mouths.append(detector.landmarks_in_box(image, np.concatenate([moved - half, moved + half]))[48:68])
+        mouths = np.stack(mouths)  # (18, 20, 2)
+        spread[i] = np.linalg.norm(mouths - mouths.mean(0), axis=-1).mean() / iod
     return spread
 
 

@@ -471,7 +471,8 @@ def hidden_mouth_penalty(mouth_spread: Tensor, landmarks: Tensor) -> Tensor:
         return torch.zeros_like(mouth_spread)
     floor = torch.clamp(HIDDEN_MOUTH_CLIP_FACTOR * mouth_spread.quantile(0.25), min=HIDDEN_MOUTH_SPREAD)
     allowed = floor + HIDDEN_MOUTH_YAW_SLOPE * (head_yaw(landmarks).abs() - HIDDEN_MOUTH_YAW_FREE).clamp(min=0)
-    return HIDDEN_MOUTH_WEIGHT * (mouth_spread - allowed.to(mouth_spread)).clamp(min=0)
+    penalty = HIDDEN_MOUTH_WEIGHT * (mouth_spread - allowed.to(mouth_spread)).clamp(min=0)
+    return torch.nan_to_num(penalty, nan=0.0)  # degenerate landmarks (no yaw): no verdict, no penalty
 
 
 def shot_distances(shot_landmarks: Tensor, target_landmarks: Tensor, exclude: Tensor | None = None,
