@@ -334,14 +334,10 @@ def landmark_refit_error(images: np.ndarray, landmarks: np.ndarray, detector: La
         (K,) mean point distance ÷ the landmarks' outer-eye-corner distance; 0 for a shot
         without finite landmarks (nothing to compare).
     """
-    errors = np.zeros(len(images), np.float32)
-    for i, (image, marks) in enumerate(zip(images, np.asarray(landmarks, np.float32))):
-        iod = float(np.linalg.norm(marks[45] - marks[36]))
-        if not np.isfinite(marks).all() or iod <= 0:
-            continue
-        refit = detector.landmarks_in_box(image, detector_box_from_landmarks(marks))
-        errors[i] = np.linalg.norm(refit - marks, axis=-1).mean() / iod
-    return errors
+    def refit_distance(image: np.ndarray, marks: np.ndarray, box: np.ndarray) -> float:
+        return float(np.linalg.norm(detector.landmarks_in_box(image, box) - marks, axis=-1).mean())
+
+    return _per_shot_over_eye_distance(images, landmarks, refit_distance)
 
 
 #: Boxes the shape predictor is refitted in by :func:`mouth_fit_spread`: the landmarks' box
@@ -364,12 +360,7 @@ def mouth_fit_spread(images: np.ndarray, landmarks: np.ndarray, detector: Landma
     Returns:
         (K,) ÷ the landmarks' outer-eye-corner distance; 0 for a shot without finite landmarks.
     """
-    spread = np.zeros(len(images), np.float32)
-    for i, (image, marks) in enumerate(zip(images, np.asarray(landmarks, np.float32))):
-        iod = float(np.linalg.norm(marks[45] - marks[36]))
-        if not np.isfinite(marks).all() or iod <= 0:
-            continue
-        box = detector_box_from_landmarks(marks)
+    def mouth_spread(image: np.ndarray, marks: np.ndarray, box: np.ndarray) -> float:
         centre, side = (box[:2] + box[2:]) / 2, float(box[2] - box[0])
         mouths = []
         for dx, dy, scale in MOUTH_REFIT_BOXES:
@@ -377,8 +368,33 @@ def mouth_fit_spread(images: np.ndarray, landmarks: np.ndarray, detector: Landma
             half = side * scale / 2
             mouths.append(detector.landmarks_in_box(image, np.concatenate([moved - half, moved + half]))[48:68])
         mouths = np.stack(mouths)  # (18, 20, 2)
-        spread[i] = np.linalg.norm(mouths - mouths.mean(0), axis=-1).mean() / iod
-    return spread
+        return float(np.linalg.norm(mouths - mouths.mean(0), axis=-1).mean())
+
+    return _per_shot_over_eye_distance(images, landmarks, mouth_spread)
+
+
+def _per_shot_over_eye_distance(images: np.ndarray, landmarks: np.ndarray, measure) -> np.ndarray:
+    """(K,) ``measure(image, landmarks (68, 2), detector box (4,))`` of each shot ÷ its
+    outer-eye-corner distance; 0 for a shot without finite landmarks (nothing to measure)."""
+    out = np.zeros(len(images), np.float32)
+    for i, (image, marks) in enumerate(zip(images, np.asarray(landmarks, np.float32))):
+        iod = float(np.linalg.norm(marks[45] - marks[36]))
+        if not np.isfinite(marks).all() or iod <= 0:
+            continue
+        out[i] = measure(image, marks, detector_box_from_landmarks(marks)) / iod
+    return out
+
+
+def nose_position(landmarks: np.ndarray) -> np.ndarray | float:
+    """Where the nose tip sits between the jaw's ends ((..., 68, 2) 68-point landmarks → (...),
+    a float for one face): 0.5 for a frontal face, towards 0 or 1 as the head turns, outside
+    [0, 1] in profile; NaN where the jaw has no width."""
+    marks = np.asarray(landmarks, np.float64)
+    jaw_left, jaw_right, nose = marks[..., 0, 0], marks[..., 16, 0], marks[..., 30, 0]
+    width = jaw_right - jaw_left
+    with np.errstate(divide="ignore", invalid="ignore"):
+        position = np.where(np.abs(width) > 1e-6, (nose - jaw_left) / width, np.nan)
+    return float(position) if position.ndim == 0 else position
 
 
 # -- tracking ---------------------------------------------------------------------------------

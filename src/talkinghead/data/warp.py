@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from talkinghead.data.landmarks import MIRROR_68
+from talkinghead.data.landmarks import MIRROR_68, nose_position
 
 #: Mean 68-point face in a VoxCeleb2-style crop ([0, 1] units; mean of the bundled driving track
 #: after the crop framing of :mod:`talkinghead.data.crop`). Only the triangulation uses it.
@@ -413,8 +413,8 @@ UNRELIABLE_SHOT_WEIGHT = 0.1
 #: a threshold that is relative, so that only outliers in their own clip count: the larger of
 #: ``HIDDEN_MOUTH_SPREAD`` and ``HIDDEN_MOUTH_CLIP_FACTOR`` × the clip's lower quartile (a soft
 #: video loosens every shot), plus ``HIDDEN_MOUTH_YAW_SLOPE`` × the head's yaw beyond
-#: ``HIDDEN_MOUTH_YAW_FREE`` (:func:`head_yaw`; a turned head loosens the mouth, and its shot
-#: is the best guide for a turned target). Chosen on 16 training identities' videos
+#: ``HIDDEN_MOUTH_YAW_FREE`` (yaw: :func:`~talkinghead.data.landmarks.nose_position` − 0.5; a
+#: turned head loosens the mouth, and its shot is the best guide for a turned target). Chosen on 16 training identities' videos
 #: (``benchmarks/shot_choice.py``): K = 32 jitter −0.008, SSIM unchanged; K = 8 unchanged. On
 #: the dev clip whose speaker covers her mouth (23 of 32 shots) K = 32 jitter 0.83 → 0.69.
 HIDDEN_MOUTH_SPREAD = 0.015
@@ -457,21 +457,15 @@ def unreliable_shot_penalty(refit_error: Tensor) -> Tensor:
     return UNRELIABLE_SHOT_WEIGHT * (refit_error - UNRELIABLE_LANDMARKS).clamp(min=0)
 
 
-def head_yaw(landmarks: Tensor) -> Tensor:
-    """(..., 68, 2) → (...) how far the nose tip sits from the middle of the jaw line's ends, as a
-    fraction of their distance: 0 facing the camera, about ±0.5 in profile."""
-    left, right, nose = landmarks[..., 0, 0], landmarks[..., 16, 0], landmarks[..., 30, 0]
-    return (nose - left) / (right - left) - 0.5
-
-
 def hidden_mouth_penalty(mouth_spread: Tensor, landmarks: Tensor) -> Tensor:
     """(K,) mouth fit spreads and (K, 68, 2) landmarks of one avatar's shots → (K,) distance
     added to the shots whose mouth is probably hidden (see ``HIDDEN_MOUTH_*``)."""
     if len(mouth_spread) < 2:
         return torch.zeros_like(mouth_spread)
     floor = torch.clamp(HIDDEN_MOUTH_CLIP_FACTOR * mouth_spread.quantile(0.25), min=HIDDEN_MOUTH_SPREAD)
-    allowed = floor + HIDDEN_MOUTH_YAW_SLOPE * (head_yaw(landmarks).abs() - HIDDEN_MOUTH_YAW_FREE).clamp(min=0)
-    penalty = HIDDEN_MOUTH_WEIGHT * (mouth_spread - allowed.to(mouth_spread)).clamp(min=0)
+    yaw = torch.from_numpy(nose_position(landmarks.detach().cpu().numpy()) - 0.5).to(mouth_spread)  # (K,)
+    allowed = floor + HIDDEN_MOUTH_YAW_SLOPE * (yaw.abs() - HIDDEN_MOUTH_YAW_FREE).clamp(min=0)
+    penalty = HIDDEN_MOUTH_WEIGHT * (mouth_spread - allowed).clamp(min=0)
     return torch.nan_to_num(penalty, nan=0.0)  # degenerate landmarks (no yaw): no verdict, no penalty
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from talkinghead.data.crop import crop_square, landmarks_to_crop, square_box_from_landmarks
-from talkinghead.data.landmarks import detect_largest_face, get_detector
+from talkinghead.data.landmarks import detect_largest_face, get_detector, nose_position
 from talkinghead.data.video import iter_frames, read_image
 from talkinghead.errors import NoFaceError, TalkingHeadError
 
@@ -110,14 +110,6 @@ LOW_RESOLUTION_FRACTION = 0.5
 #: jaw line, as a fraction of the jaw's width. On the dev split's first frames frontal to 3/4
 #: faces give 0.12–0.64; the one profile (whose plain warps smear and lose the face) gives −0.02.
 PROFILE_NOSE_MARGIN = 0.1
-
-
-def nose_position(landmarks: np.ndarray) -> float:
-    """Where the nose tip sits between the jaw's ends (68-point (68, 2) landmarks): 0.5 for a
-    frontal face, towards 0 or 1 as the head turns, outside [0, 1] in profile."""
-    jaw_left, jaw_right, nose = landmarks[0, 0], landmarks[16, 0], landmarks[30, 0]
-    width = jaw_right - jaw_left
-    return float((nose - jaw_left) / width) if abs(width) > 1e-6 else float("nan")
 
 
 def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str | os.PathLike, size: int,
