@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.infer.expression import Expression, apply_expression
 from talkinghead.infer.live import (FACE_MESSAGES, LiveDriver, LivePipeline, TorchRenderer, VideoFileSource,
                                     camera_frames, compose_view)
 
@@ -218,6 +219,10 @@ def run_live(args) -> int:
         renderer = OnnxAvatarRenderer(avatar, threads=args.threads or 1, cross_fade=not args.no_smooth)
     else:
         renderer = TorchRenderer(avatar, cross_fade=not args.no_smooth)
+    expression = Expression(eyes=args.eyes, lips=args.lips)
+    if not expression.is_identity:  # --eyes/--lips on the adapted landmarks, before rendering
+        render_plain = renderer
+        renderer = lambda landmarks: render_plain(apply_expression(landmarks, expression))  # noqa: E731
     pipeline = LivePipeline(source, driver, renderer, max_frames=args.max_frames,
                             render_delay=args.render_delay / 1000)
     server = MjpegServer(args.serve) if args.serve is not None else None
