@@ -261,6 +261,12 @@ def test_live_websocket_renders_drops_and_refuses_huge_frames(alice, server, ren
         ws.send_binary(struct.pack(">I", 99) + frames[0])
         assert json.loads(ws.recv())["face"] == "ok"
         ws.recv()
+        newer = alice.live()  # the page reopened: the newer socket takes the live view over
+        try:
+            assert "opened again" in json.loads(ws.recv())["error"]
+            assert json.loads(newer.recv())["ready"]
+        finally:
+            newer.close()
     finally:
         ws.close()
     other = Browser(server).live()  # a session without an avatar is told so

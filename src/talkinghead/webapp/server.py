@@ -485,6 +485,7 @@ class LiveConnection:
         self.state, self.session, self.websocket = state, session, websocket
         self.frames, self.tracked = LatestBox(), LatestBox()
         self.expression: Expression | None = None
+        self.tasks = None  # the connection's task group, once running
         self.max_pixels = state.limits.max_live_megapixels * 1e6
 
     @property
@@ -492,14 +493,17 @@ class LiveConnection:
         return self.frames.dropped + self.tracked.dropped
 
     async def run(self) -> None:
+        """Serve this socket until either side closes it, or a newer socket of the same session
+        (the page reopened, another tab) takes the live view over."""
         session = self.session
         with session.lock:
-            busy, session.live_connected = session.live_connected, True
-        if busy:
-            await self.websocket.send_json({"error": "the live view is already open in another tab"})
-            return await self.websocket.close(4409)
+            previous, session.live_connection = session.live_connection, self
+        if previous is not None:
+            await previous.taken_over()
         try:
             async with anyio.create_task_group() as tasks:
+                self.tasks = tasks
+
                 async def stage(work_loop):
                     await self._guarded(work_loop)
                     tasks.cancel_scope.cancel()  # one stage ended: the connection is over
@@ -511,7 +515,13 @@ class LiveConnection:
                     await stage(self._receive)
         finally:
             with session.lock:
-                session.live_connected = False
+                if session.live_connection is self:
+                    session.live_connection = None
+
+    async def taken_over(self) -> None:
+        if self.tasks is not None:
+            self.tasks.cancel_scope.cancel()
+        await self._close_with("the live view was opened again (another tab, or the page reloaded)")
 
     async def _start(self) -> None:
         await anyio.to_thread.run_sync(work.live_state, self.session, limiter=self.state.live_limiter)

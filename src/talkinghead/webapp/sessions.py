@@ -122,7 +122,7 @@ class Session:
         self.output_size: int | None = None  # the size asked for with the avatar (None: the avatar's)
         self.previews: dict[str, Path] = {}  # "still", "turn" → files of the current avatar
         self.live: LiveState | None = None
-        self.live_connected = False  # a live socket is open (one per session)
+        self.live_connection = None  # the open live socket (webapp.server.LiveConnection), one at most
         self.lock = threading.Lock()
         self.render_lock = threading.Lock()  # one preview/expression render at a time
         self.last_seen = time.monotonic()
@@ -137,7 +137,7 @@ class Session:
 
     @property
     def busy(self) -> bool:
-        return any(job.active for job in self.jobs.values()) or self.live_connected
+        return any(job.active for job in self.jobs.values()) or self.live_connection is not None
 
     def check_quota(self, more: int) -> None:
         if self.used_bytes + more > self.quota_bytes:
