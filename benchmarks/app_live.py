@@ -111,8 +111,10 @@ def drive(page: Page, frames: list[bytes], seconds: float, in_flight: int, camer
                 ws.recv()  # the picture
             except websocket.WebSocketTimeoutException:
                 continue
-            except (websocket.WebSocketConnectionClosedException, OSError):
-                return
+            except (websocket.WebSocketConnectionClosedException, OSError, ValueError):
+                if stop.is_set():  # closing: the socket's last messages are read by close()
+                    return
+                raise
             now = time.perf_counter()
             with lock:
                 received.append((now, (now - sent[meta["frame"]]) * 1000))
@@ -139,7 +141,8 @@ def drive(page: Page, frames: list[bytes], seconds: float, in_flight: int, camer
         if room:
             ws.send_binary(struct.pack(">I", number) + frame)
     stop.set()
-    ws.close()
+    reader.join(timeout=2)
+    ws.close(timeout=2)
     reader.join(timeout=5)
     warm = [r for r in received if r[0] - start > 2.0]  # the first two seconds warm up
     trips = np.array([ms for _, ms in warm])

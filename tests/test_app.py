@@ -335,6 +335,8 @@ def test_content_length_rules(server):
     assert answer.startswith(b"HTTP/1.1 400")
     answer = raw_request(server, (head + "Transfer-Encoding: chunked\r\n\r\n").encode(), b"5\r\nhello\r\n")
     assert answer.startswith(b"HTTP/1.1 411")
+    answer = raw_request(server, (head + "\r\n").encode())  # no length at all
+    assert answer.startswith(b"HTTP/1.1 411")
     started = time.perf_counter()  # 31.5 MB announced, 10 bytes sent: the answer does not wait for the rest
     answer = raw_request(server, (head + f"Content-Length: {int(31.5 * 2**20)}\r\n\r\n").encode(), b"x" * 10)
     assert answer.startswith(b"HTTP/1.1 413") and time.perf_counter() - started < 5
