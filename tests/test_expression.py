@@ -86,12 +86,16 @@ def test_bad_values_are_refused(bad):
 def test_eyes_and_lips_options_are_validated(capsys):
     from talkinghead.cli import main
 
-    for value in ("nan", "-1", "abc", "4"):
-        with pytest.raises(SystemExit) as exc:
-            main(["animate", "--avatar", "a.avatar", "--landmarks", "t.npy", "-o", "o.mp4", "--eyes", value])
-        assert exc.value.code == 2
-        err = capsys.readouterr().err
-        assert "--eyes" in err and err.count("\n") == 1
+    commands = (["animate", "--avatar", "a.avatar", "--landmarks", "t.npy", "-o", "o.mp4"],
+                ["live", "--avatar", "a.avatar", "--video", "v.mp4"])
+    for command in commands:
+        for option in ("--eyes", "--lips"):
+            for value in ("nan", "-1", "abc", "4"):
+                with pytest.raises(SystemExit) as exc:
+                    main([*command, option, value])
+                assert exc.value.code == 2
+                err = capsys.readouterr().err
+                assert option in err and err.count("\n") == 1
 
 
 def test_eyes_zero_closes_the_rendered_eyes_in_every_frame(tmp_path):
