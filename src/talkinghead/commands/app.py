@@ -62,9 +62,7 @@ def run(args) -> int:
     token = args.token
     if token is not None and len(token) < 12:
         raise TalkingHeadError("--token: use at least 12 characters (or leave it out for a random one)")
-    if loopback(args.host):
-        token = None if args.token is None else token
-    elif token is None:
+    if token is None and not loopback(args.host):
         token = secrets.token_urlsafe(18)
     if args.threads:
         import torch
@@ -81,7 +79,7 @@ def run(args) -> int:
         guard = GuardConfig(host_names=allowed_host_names(args.host, tuple(args.allow_host)), token=token)
         server = make_server(create_app(state, guard), ServerOptions(args.host, args.port))
         host, port = sock.getsockname()[:2]
-        shown = "127.0.0.1" if host == "0.0.0.0" else host
+        shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
         print(f"talkinghead app at http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
         if token is not None:
             print(f"access token: {token}  (the page asks for it)", flush=True)

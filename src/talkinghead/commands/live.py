@@ -54,6 +54,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from talkinghead.infer.live_session import run_live
+    from talkinghead.webapp.server import PictureServer
 
     if args.output and not args.output.lower().endswith(".mp4"):
         raise TalkingHeadError(f"{args.output}: output must be an .mp4 file")
@@ -63,4 +64,4 @@ def run(args) -> int:
         raise TalkingHeadError(f"--display-size {args.display_size}: use 32 to 2048 pixels")
     if args.render_delay < 0:
         raise TalkingHeadError(f"--render-delay {args.render_delay}: must be >= 0")
-    return run_live(args)
+    return run_live(args, serve=PictureServer)

@@ -1,6 +1,7 @@
 """The `talkinghead live` session: avatar + source + pipeline, shown in a window, served to a
-browser as MJPEG (by the web app's server, :mod:`talkinghead.webapp.server`), and/or recorded; ends on q/Esc, a closed window, the end of the input,
-``--max-frames``, or Ctrl-C/SIGTERM (through :mod:`talkinghead.signals`)."""
+browser as MJPEG (by the web app's server, which the command passes in), and/or recorded;
+ends on q/Esc, a closed window, the end of the input, ``--max-frames``, or Ctrl-C/SIGTERM
+(through :mod:`talkinghead.signals`)."""
 
 from __future__ import annotations
 
@@ -103,7 +104,9 @@ def open_source(args):
     return camera_frames(args.camera), 25.0
 
 
-def run_live(args) -> int:
+def run_live(args, serve=None) -> int:
+    """``serve(port)``: for ``--serve``, a server of the shown pictures with ``url``,
+    ``publish(rgb)`` and ``stop()`` (the web app's, given by the command)."""
     import torch
 
     from talkinghead.data.landmarks import get_detector
@@ -137,12 +140,10 @@ def run_live(args) -> int:
         renderer = lambda landmarks: render_plain(apply_expression(landmarks, expression))  # noqa: E731
     pipeline = LivePipeline(source, driver, renderer, max_frames=args.max_frames,
                             render_delay=args.render_delay / 1000)
-    server = broadcast = None
-    if args.serve is not None:
-        from talkinghead.webapp.server import BackgroundServer, FrameBroadcast, ServerOptions, create_app
-
-        broadcast = FrameBroadcast()
-        server = BackgroundServer(create_app(viewer=broadcast), ServerOptions(port=args.serve))
+    if args.serve is not None and serve is None:
+        raise TalkingHeadError("--serve: no picture server was given to run_live")
+    server = serve(args.serve) if args.serve is not None else None
+    if server is not None:
         print(f"serving the live avatar at {server.url}  (Ctrl-C to stop)", flush=True)
     recorder = Recorder(args.output, fps) if args.output else None
     exit_code = 0
@@ -156,8 +157,8 @@ def run_live(args) -> int:
                     print(f"frame {frame.index}: face found again", file=sys.stderr, flush=True)
                 previous_face = frame.face
                 view = compose_view(frame, pipeline.current_fps(), args.display_size, args.side_by_side)
-                if broadcast is not None:
-                    broadcast.publish(view)
+                if server is not None:
+                    server.publish(view)
                 if recorder is not None:
                     recorder.add(view)
                 if window:

@@ -626,6 +626,22 @@ class FrameBroadcast:
             return self.number, self.jpeg
 
 
+class PictureServer:
+    """``live --serve PORT``: the newest shown picture at ``url`` (a page, ``/frame.jpg``,
+    ``/stream.mjpg``), served on loopback by this module's server in a thread."""
+
+    def __init__(self, port: int = 0):
+        self.broadcast = FrameBroadcast()
+        self.server = BackgroundServer(create_app(viewer=self.broadcast), ServerOptions(port=port))
+        self.url = self.server.url
+
+    def publish(self, rgb) -> None:
+        self.broadcast.publish(rgb)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 VIEWER_PAGE = (b"<!doctype html><title>talkinghead live</title><body style='margin:0;background:#111'>"
                b"<img src='/stream.mjpg' style='display:block;margin:auto;max-height:100vh'></body>")
 
@@ -666,7 +682,7 @@ class ServerOptions:
     port: int = 0
     timeout_keep_alive: int = 5
     limit_concurrency: int = 200
-    ws_max_size: int = 8 * 2**20
+    ws_max_size: int = 4 * 2**20
     graceful_shutdown_s: int = 5
 
 
