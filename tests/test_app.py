@@ -179,11 +179,12 @@ def test_sessions_full_is_503_and_empty_ones_expire_fast(tmp_path):
     state, server = start(tmp_path, AppLimits(max_sessions=2))
     try:
         base = server.url.rstrip("/")
-        first, second = Browser(base), Browser(base)
+        first = Browser(base)
+        Browser(base)
         status, body, _ = Browser(base, session=False).request("/api/session", b"{}", "POST")
         assert status == 503 and "already has 2 users" in json.loads(body)["error"]
         assert urllib.request.urlopen(base + "/").status == 200  # the page itself still loads
-        for session in list(state.sessions._sessions.values()):  # two empty sessions, idle for 3 minutes
+        for session in state.sessions:  # two empty sessions, idle for 3 minutes
             session.last_seen -= 180
         assert Browser(base).get("/api/limits")[0] == 200  # room again: the empty ones expired
         assert first.get("/api/job/x")[0] == 401 and len(state.sessions) == 1

@@ -189,6 +189,10 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def __iter__(self):
+        with self._lock:
+            return iter(list(self._sessions.values()))
+
     def get(self, session_id: str | None) -> Session | None:
         with self._lock:
             self._expire()
