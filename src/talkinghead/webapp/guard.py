@@ -91,7 +91,7 @@ class GuardConfig:
     host_names: set[str]
     token: str | None = None  # None: no token needed (loopback)
     body_limits: dict[str, int] = field(default_factory=dict)  # path → most bytes; others: default_body_limit
-    default_body_limit: int = 64 * 1024
+    default_body_limit: int = 16 * 1024  # a JSON request
     #: A refused body larger than this is not drained: the connection is closed after the reply.
     drain_limit: int = 256 * 2**20
 

@@ -39,12 +39,9 @@ the avatar job takes an output ``size``; its result names a still and a turn to 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import hmac
-import math
 import socket
-import struct
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -57,11 +54,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from talkinghead.errors import NoFaceError, TalkingHeadError
-from talkinghead.infer.expression import Expression
 from talkinghead.webapp import work
+from talkinghead.webapp.inputs import ClientError, bool_field, expression_from, int_field, parse_json
+from talkinghead.webapp.live import LiveConnection
 from talkinghead.webapp.guard import AUTH_COOKIE, GuardConfig, GuardedH11Protocol, RequestGuard, cookie_value
 from talkinghead.webapp.sessions import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, JobQueue, QuotaExceeded, Session,
                                          SessionsFull, SessionStore, TooManyJobs)
@@ -72,8 +70,6 @@ COOKIE = "talkinghead_session"
 #: HTTP status of each error class (the first that matches).
 ERROR_STATUS = ((NoFaceError, 422), (SessionsFull, 503), (QuotaExceeded, 413), (TooManyJobs, 429),
                 (TalkingHeadError, 400))
-#: Largest JSON request body.
-JSON_LIMIT = 16 * 1024
 #: Multipart overhead allowed on top of an upload's own size.
 FORM_OVERHEAD = 64 * 1024
 
@@ -97,14 +93,6 @@ class AppLimits:
                 "max_photo_megapixels": self.max_photo_megapixels, "max_photos": self.max_photos,
                 "max_steps": self.max_steps, "session_quota_mb": self.session_quota_mb,
                 "output_sizes": list(work.OUTPUT_SIZES)}
-
-
-class ClientError(Exception):
-    """An HTTP error status with a one-line message for the page."""
-
-    def __init__(self, status: int, message: str, **extra):
-        super().__init__(message)
-        self.status, self.extra = status, extra
 
 
 def status_for(exc: TalkingHeadError) -> int:
@@ -135,55 +123,6 @@ class AppState:
     def body_limits(self) -> dict[str, int]:
         upload = int(max(self.limits.max_photo_mb, self.limits.max_video_mb) * 2**20) + FORM_OVERHEAD
         return {"/api/upload": upload}
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of range")
-    return value
-
-
-def parse_json(body: bytes) -> dict:
-    """A request body → a JSON object; invalid UTF-8, NaN/Infinity, overflowing numbers and
-    nesting too deep are a 400, like any other malformed JSON."""
-    try:
-        data = json.loads(body.decode("utf-8") or "{}", parse_constant=_reject_constant, parse_float=_finite_float)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ClientError(400, "request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ClientError(400, "request body must be a JSON object")
-    return data
-
-
-def int_field(data: dict, name: str, lo: int, hi: int, default: int | None = None) -> int | None:
-    value = data.get(name, default)
-    if value is None and default is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not lo <= value <= hi:
-        raise ClientError(400, f"{name}={value!r}: use a whole number from {lo} to {hi}")
-    return int(value)
-
-
-def bool_field(data: dict, name: str) -> bool:
-    value = data.get(name, False)
-    if not isinstance(value, bool):
-        raise ClientError(400, f"{name} must be true or false")
-    return value
-
-
-def expression_from(data: dict) -> Expression:
-    known = {"eyes", "lips", "mouth", "smile", "yaw", "pitch", "roll"}
-    unknown = set(data) - known
-    if unknown:
-        raise ClientError(400, f"unknown expression control(s): {', '.join(sorted(unknown))}")
-    return Expression(**data)  # range-checked: TalkingHeadError → 400
 
 
 def session_cookie(response: Response, session: Session) -> None:
@@ -454,155 +393,6 @@ def _copy_upload(source, path: Path, limit: int) -> int:
                 break
             out.write(chunk)
     return size
-
-
-class LatestBox:
-    """One-item async mailbox: ``put`` replaces an item nobody took (counted in ``dropped``)."""
-
-    def __init__(self):
-        self.item = None
-        self.dropped = 0
-        self._ready = asyncio.Event()
-
-    def put(self, item) -> None:
-        if self.item is not None:
-            self.dropped += 1
-        self.item = item
-        self._ready.set()
-
-    async def take(self):
-        await self._ready.wait()
-        self._ready.clear()
-        item, self.item = self.item, None
-        return item
-
-
-class LiveConnection:
-    """One live WebSocket: receive frames, track them, render them; two stages with a
-    one-frame mailbox before each, so a busy stage drops frames instead of queueing them."""
-
-    def __init__(self, state: AppState, session: Session, websocket: WebSocket):
-        self.state, self.session, self.websocket = state, session, websocket
-        self.frames, self.tracked = LatestBox(), LatestBox()
-        self.expression: Expression | None = None
-        self.tasks = None  # the connection's task group, once running
-        self.max_pixels = state.limits.max_live_megapixels * 1e6
-
-    @property
-    def dropped(self) -> int:
-        return self.frames.dropped + self.tracked.dropped
-
-    async def run(self) -> None:
-        """Serve this socket until either side closes it, or a newer socket of the same session
-        (the page reopened, another tab) takes the live view over."""
-        session = self.session
-        with session.lock:
-            previous, session.live_connection = session.live_connection, self
-        if previous is not None:
-            await previous.taken_over()
-        try:
-            async with anyio.create_task_group() as tasks:
-                self.tasks = tasks
-
-                async def stage(work_loop):
-                    await self._guarded(work_loop)
-                    tasks.cancel_scope.cancel()  # one stage ended: the connection is over
-
-                await self._guarded(self._start)
-                if self.connected:
-                    tasks.start_soon(stage, self._track)
-                    tasks.start_soon(stage, self._render)
-                    await stage(self._receive)
-        finally:
-            with session.lock:
-                if session.live_connection is self:
-                    session.live_connection = None
-
-    async def taken_over(self) -> None:
-        if self.tasks is not None:
-            self.tasks.cancel_scope.cancel()
-        await self._close_with("the live view was opened again (another tab, or the page reloaded)")
-
-    async def _start(self) -> None:
-        await anyio.to_thread.run_sync(work.live_state, self.session, limiter=self.state.live_limiter)
-        size = self.session.output_size or self.session.avatar.size
-        await self.websocket.send_json({"ready": True, "size": size})
-
-    async def _guarded(self, work_loop) -> None:
-        """Run one part of the connection; a user error or a bug closes it with a message."""
-        try:
-            await work_loop()
-        except anyio.get_cancelled_exc_class():
-            raise
-        except WebSocketDisconnect:
-            return
-        except Exception as exc:
-            if not self.connected:  # the browser went away while we were sending
-                return
-            if isinstance(exc, TalkingHeadError):
-                await self._close_with(self.session.user_message(str(exc)))
-            else:  # a bug: tell the page, log the details, keep serving others
-                log.exception("live connection failed")
-                await self._close_with(f"internal error ({type(exc).__name__}); see the server's log")
-
-    @property
-    def connected(self) -> bool:
-        return (self.websocket.application_state == WebSocketState.CONNECTED
-                and self.websocket.client_state == WebSocketState.CONNECTED)
-
-    async def _close_with(self, message: str) -> None:
-        try:
-            await self.websocket.send_json({"error": message})
-            await self.websocket.close(4400)
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-
-    async def _receive(self) -> None:
-        while True:
-            message = await self.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("bytes") is not None:
-                data = message["bytes"]
-                if len(data) < 5:
-                    continue
-                (number,) = struct.unpack(">I", data[:4])
-                self.frames.put((number, data[4:]))
-            elif message.get("text") is not None:
-                try:
-                    command = parse_json(message["text"].encode())
-                    if command.get("reset"):
-                        live = self.session.live
-                        if live is not None:
-                            live.driver.reset_reference()
-                    if isinstance(command.get("expression"), dict):
-                        self.expression = expression_from(command["expression"])
-                except (ClientError, TalkingHeadError) as exc:
-                    await self.websocket.send_json({"error": str(exc), "fatal": False})
-
-    async def _track(self) -> None:
-        limiter = self.state.live_limiter
-        while True:
-            number, data = await self.frames.take()
-            live = self.session.live
-            if live is None or live.version != self.session.avatar_version:  # a new avatar
-                live = await anyio.to_thread.run_sync(work.live_state, self.session, limiter=limiter)
-            try:
-                landmarks, face = await anyio.to_thread.run_sync(work.live_track, live, data, self.max_pixels,
-                                                                 limiter=limiter)
-            except TalkingHeadError as exc:  # a bad frame: say so, keep going
-                await self.websocket.send_json({"frame": number, "error": str(exc), "fatal": False})
-                continue
-            self.tracked.put((number, live, landmarks, face))
-
-    async def _render(self) -> None:
-        limiter = self.state.live_limiter
-        while True:
-            number, live, landmarks, face = await self.tracked.take()
-            jpeg = await anyio.to_thread.run_sync(work.live_render, live, landmarks, self.session.output_size,
-                                                  self.expression, limiter=limiter)
-            await self.websocket.send_json({"frame": number, "face": face, "dropped": self.dropped})
-            await self.websocket.send_bytes(jpeg)
 
 
 # -- live --serve: a page showing published pictures ------------------------------------------
