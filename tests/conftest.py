@@ -70,3 +70,47 @@ def start_process():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def astronaut_avatar(tmp_path_factory):
+    """A feed-forward avatar of scikit-image's astronaut on the bundled model (built once)."""
+    from skimage import data
+
+    from talkinghead.infer.avatar import Avatar
+    from talkinghead.infer.bundled import BUNDLED_CHECKPOINT
+
+    avatar = Avatar.from_images([data.astronaut()], BUNDLED_CHECKPOINT, finetune_steps=0, device="cpu",
+                                progress=False)
+    avatar.save(tmp_path_factory.mktemp("astronaut") / "astronaut.avatar")
+    return avatar
+
+
+@pytest.fixture(scope="session")
+def rendered_driver(astronaut_avatar, tmp_path_factory) -> Path:
+    """A talking-face clip made only of what the package ships: the astronaut avatar driven by
+    the bundled landmark track (every 2nd frame, 48 frames), enlarged to 256 px, 25 fps, with a
+    1-kHz tone as its audio track."""
+    import wave
+
+    import cv2
+
+    from talkinghead.data.video import write_video
+    from talkinghead.infer.bundled import ASSETS
+    from talkinghead.infer.reenact import adapt_landmarks
+
+    folder = tmp_path_factory.mktemp("driver")
+    track = np.load(ASSETS / "demo_track.npy")[:96:2]
+    marks = adapt_landmarks(track, astronaut_avatar.reference_landmarks, mode="relative", reference=0)
+    frames = [cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC)
+              for f in astronaut_avatar.animate(marks, progress=False)]
+    tone = folder / "tone.wav"
+    samples = (np.sin(2 * np.pi * 1000 * np.arange(16000 * 2) / 16000) * 8000).astype("<i2")
+    with wave.open(str(tone), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(samples.tobytes())
+    clip = folder / "driver.mp4"
+    write_video(clip, frames, 25, audio_from=tone)
+    return clip

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from talkinghead.commands.common import add_person_arguments, add_smoothing_argument
+from talkinghead.commands.common import (add_expression_arguments, add_person_arguments, add_smoothing_argument,
+                                         expression_from_args)
 from talkinghead.errors import TalkingHeadError
 from talkinghead.validation import fps_type, int_in
 
@@ -13,6 +14,7 @@ EXAMPLES = """examples:
   talkinghead animate --source mona_lisa.jpg --driving speech.mp4 -o mona.mp4 --side-by-side
   talkinghead animate --avatar me.avatar --landmarks track.npy --fps 25 -o puppet.mp4
   talkinghead animate --avatar me.avatar --driving me_talking.mp4 --absolute -o self.mp4
+  talkinghead animate --avatar me.avatar --driving speech.mp4 --eyes 0 -o eyes_closed.mp4
 The driving video's audio is copied into the output. Relative mode (default) keeps the avatar's
 face shape and transfers the driver's motion; --absolute uses the driver's landmarks as they are
 (aligned), which suits self-reenactment.
@@ -41,6 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", default="first",
                    help="driver's neutral frame for relative mode: 'first', 'best' (closest pose) or an index")
     add_smoothing_argument(p)
+    add_expression_arguments(p)
     p.add_argument("--side-by-side", action="store_true", help="driver | landmarks | result")
     p.add_argument("--paste-back", action="store_true", help="paste the rendered face into the full source image")
     p.add_argument("--fps", type=fps_type, default=None, help="output fps (default: the driver's; 25 for .npy)")
@@ -107,7 +110,8 @@ def run(args) -> int:
         avatar = Avatar.from_images(sources, ckpt, finetune_steps=args.steps, device=args.device)
     summary = animate_to_video(avatar, track, args.output, mode=args.mode, reference=reference,
                                side_by_side=args.side_by_side, paste=args.paste_back,
-                               batch_size=args.batch_size, fps=args.fps, smooth=not args.no_smooth)
+                               batch_size=args.batch_size, fps=args.fps, smooth=not args.no_smooth,
+                               expression=expression_from_args(args))
     lost = f", face lost in {summary['lost']} frames (held)" if summary["lost"] else ""
     print(f"wrote {summary['output']}: {summary['frames']} frames at {summary['fps']:g} fps{lost}")
     return 0

@@ -17,3 +17,24 @@ def add_smoothing_argument(parser) -> None:
     parser.add_argument("--no-smooth", "--no-smoothing", dest="no_smooth", action="store_true",
                         help="use the driving landmarks as detected and pick shots frame by frame "
                              "(default: landmarks One-Euro smoothed, shots cross-faded, against jitter)")
+
+
+def add_expression_arguments(parser) -> None:
+    """``--eyes SCALE`` and ``--lips SCALE``: the driver's eye and mouth openness, scaled on the
+    adapted landmarks before rendering (:mod:`talkinghead.infer.expression`)."""
+    from talkinghead.infer.expression import RANGES
+    from talkinghead.validation import float_in
+
+    for name, what in (("eyes", "eye openness (0: eyes closed in every frame"),
+                       ("lips", "mouth openness (0: mouth closed in every frame")):
+        lo, hi = RANGES[name]
+        parser.add_argument(f"--{name}", type=float_in(lo, hi), default=1.0, metavar="SCALE",
+                            help=f"scale the driver's {what}; 1: as driven; up to {hi:g})")
+
+
+def expression_from_args(args):
+    """The :class:`~talkinghead.infer.expression.Expression` of ``--eyes``/``--lips``, or None (as driven)."""
+    from talkinghead.infer.expression import Expression
+
+    expression = Expression(eyes=args.eyes, lips=args.lips)
+    return None if expression.is_identity else expression

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from talkinghead.commands.common import add_person_arguments, add_smoothing_argument
+from talkinghead.commands.common import add_expression_arguments, add_person_arguments, add_smoothing_argument
 from talkinghead.errors import TalkingHeadError
 
 EXAMPLES = """examples:
@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=0, help="fine-tuning steps with --source (default 0 = FF, instant)")
     p.add_argument("--absolute", action="store_true", help="driver's landmarks aligned as they are (default: relative)")
     add_smoothing_argument(p)
+    add_expression_arguments(p)
     p.add_argument("--side-by-side", action="store_true", help="show the driver beside the avatar")
     p.add_argument("--display-size", type=int, default=384, help="shown size of the avatar in pixels")
     p.add_argument("--no-window", action="store_true", help="no window (with --serve or -o)")
@@ -53,6 +54,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from talkinghead.infer.live_session import run_live
+    from talkinghead.webapp.server import PictureServer
 
     if args.output and not args.output.lower().endswith(".mp4"):
         raise TalkingHeadError(f"{args.output}: output must be an .mp4 file")
@@ -62,4 +64,4 @@ def run(args) -> int:
         raise TalkingHeadError(f"--display-size {args.display_size}: use 32 to 2048 pixels")
     if args.render_delay < 0:
         raise TalkingHeadError(f"--render-delay {args.render_delay}: must be >= 0")
-    return run_live(args)
+    return run_live(args, serve=PictureServer)

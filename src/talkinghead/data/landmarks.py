@@ -22,6 +22,7 @@ from typing import Iterable, Protocol, runtime_checkable
 import numpy as np
 
 from talkinghead.errors import NoFaceError, TalkingHeadError
+from talkinghead.progress import ProgressBar, ProgressCallback
 
 #: Index permutation that mirrors the 68-point scheme left↔right (for horizontal flips).
 MIRROR_68 = np.array(
@@ -443,6 +444,7 @@ def track_landmarks(
     progress: bool = False,
     total: int | None = None,
     fallback: LandmarkDetector | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """68 landmarks for every frame of a video, detecting only when needed.
 
@@ -462,6 +464,7 @@ def track_landmarks(
         total: number of frames, for the progress bar.
         fallback: a slower, stronger detector (dlib's CNN) tried when re-detection right after a
             lost track finds nothing (once per loss, so its cost stays bounded).
+        on_progress: called after each frame (:mod:`talkinghead.progress`); may raise to stop.
 
     Returns:
         landmarks (T, 68, 2) float32 in frame pixels, NaN where no face;
@@ -470,8 +473,6 @@ def track_landmarks(
         seconds spent detecting / predicting, faces (max seen in one detection),
         fallback_detections / fallback_found (how often ``fallback`` ran / found the face).
     """
-    from tqdm import tqdm
-
     verify = getattr(detector, "verify_box", None)
     accepts_gray = getattr(detector, "accepts_gray", False)
     out: list[np.ndarray] = []
@@ -491,7 +492,8 @@ def track_landmarks(
         finally:
             stats[key] += time.perf_counter() - start
 
-    bar = tqdm(frames, total=total, unit="frame", desc="landmarks", disable=not progress, leave=False)
+    bar = ProgressBar(frames, "landmarks", show=progress, on_progress=on_progress, total=total, unit="frame",
+                      leave=False)
     for t, frame in enumerate(bar):
         image = to_gray(frame) if accepts_gray else frame
         points = None

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from talkinghead.config import Config
 from talkinghead.data.warp import (SHOT_SMOOTHING, hidden_mouth_penalty, shot_distances, smooth_shot_distances,
@@ -34,6 +33,7 @@ from talkinghead.data.sketch import image_to_tensor, landmarks_to_sketch, sketch
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
 from talkinghead.models import build_models
+from talkinghead.progress import ProgressBar, ProgressCallback
 from talkinghead.checkpoint import (
     Checkpoint,
     file_sha256,
@@ -112,14 +112,15 @@ class Avatar:
                     checkpoint: str | os.PathLike | Checkpoint | None = None, shots: int | None = None,
                     finetune_steps: int | None = None, device: str | None = None,
                     progress: bool = True, seed: int = 0, detector=None,
-                    overrides: Sequence[str] = ()) -> "Avatar":
+                    overrides: Sequence[str] = (), on_progress: ProgressCallback | None = None) -> "Avatar":
         """Build an avatar from photos, a painting, or a video/frame folder of one person.
 
         Faces are detected (dlib, offline) and cropped as ``talkinghead prepare`` does. With a
         single video or folder path, ``shots`` frames are taken evenly spaced from it.
         ``finetune_steps=0`` gives the paper's FF avatar; ``None`` uses the preset's default.
         ``overrides`` change the model's fine-tuning settings for this avatar (see :meth:`from_crops`).
-        ``checkpoint=None`` uses the bundled model, as the CLI does.
+        ``checkpoint=None`` uses the bundled model, as the CLI does. ``on_progress`` receives
+        each step of face detection and fine-tuning (:mod:`talkinghead.progress`).
         """
         from talkinghead.infer.bundled import resolve_checkpoint
         from talkinghead.infer.faces import crops_from_sources
@@ -128,9 +129,10 @@ class Avatar:
         if overrides:  # checked before the (slower) face detection
             ckpt = _with_overrides(ckpt, overrides)
         faces = crops_from_sources(images, ckpt.config.model.image_size, shots=shots,
-                                   detector=detector, progress=progress)
+                                   detector=detector, progress=progress, on_progress=on_progress)
         avatar = cls.from_crops(faces.crops, faces.landmarks, ckpt, finetune_steps=finetune_steps,
-                                device=device, progress=progress, seed=seed, detector=detector)
+                                device=device, progress=progress, seed=seed, detector=detector,
+                                on_progress=on_progress)
         avatar.source_image, avatar.source_box = faces.source_image, faces.source_box
         return avatar
 
@@ -138,7 +140,8 @@ class Avatar:
     def from_crops(cls, crops: np.ndarray, landmarks: np.ndarray, checkpoint: str | os.PathLike | Checkpoint,
                    finetune_steps: int | None = None, device: str | None = None, progress: bool = True,
                    seed: int = 0, content_loss: nn.Module | None = None,
-                   overrides: Sequence[str] = (), detector=None) -> "Avatar":
+                   overrides: Sequence[str] = (), detector=None,
+                   on_progress: ProgressCallback | None = None) -> "Avatar":
         """Build an avatar from K aligned crops (K, S, S, 3) uint8 and their landmarks (K, 68, 2).
 
         ``overrides``: ``train.*``/``loss.*`` settings replacing the checkpoint's for fine-tuning,
@@ -172,7 +175,7 @@ class Avatar:
         G, psi, history = finetune(config, G, D, psi, embedding, frames, sketches, steps,
                                    landmarks=torch.from_numpy(np.asarray(landmarks, np.float32)),
                                    seed=seed, progress=progress, content_loss=content_loss,
-                                   shot_penalty=shot_penalty)
+                                   shot_penalty=shot_penalty, on_progress=on_progress)
         return cls(config, G, psi, embedding, landmarks, crops, meta_checkpoint=str(ckpt.path),
                    meta_sha256=file_sha256(ckpt.path), finetune_steps=steps, finetune_history=history,
                    shot_penalty=shot_penalty)
@@ -221,7 +224,8 @@ class Avatar:
         return self.renderer()(sketches.to(self.device), landmarks, shot_bias)
 
     def animate(self, landmarks: np.ndarray, batch_size: int = 16, progress: bool = True,
-                half: bool = False, consecutive: bool = True, shot_smoothing: float = SHOT_SMOOTHING) -> np.ndarray:
+                half: bool = False, consecutive: bool = True, shot_smoothing: float = SHOT_SMOOTHING,
+                on_progress: ProgressCallback | None = None) -> np.ndarray:
         """Render one frame per landmark set.
 
         Args:
@@ -232,6 +236,7 @@ class Avatar:
                 avatar with several shots changes shot by cross-fading over a few frames
                 (:data:`~talkinghead.data.warp.SHOT_SMOOTHING`). False for unrelated poses.
             shot_smoothing: that cross-fade's weight on the newest frame (1: no cross-fade).
+            on_progress: called after each batch (:mod:`talkinghead.progress`); may raise to stop.
         Returns:
             (T, S, S, 3) uint8 RGB frames.
         """
@@ -246,7 +251,8 @@ class Avatar:
         if consecutive and len(landmarks):
             bias, _ = self.renderer().smoothing_bias(torch.from_numpy(landmarks), rate=shot_smoothing)
         starts = range(0, len(landmarks), batch_size)
-        for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress, dynamic_ncols=True):
+        for start in ProgressBar(starts, "rendering", show=progress, on_progress=on_progress, unit="batch",
+                                 dynamic_ncols=True):
             chunk = landmarks[start:start + batch_size]
             sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(l, self.size)) for l in chunk])
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):

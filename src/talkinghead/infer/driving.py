@@ -4,8 +4,9 @@ rendered, composed (side by side, pasted back) and written as an mp4 with the dr
 from __future__ import annotations
 
 import logging
+import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ import numpy as np
 
 from talkinghead.data.sketch import landmarks_to_sketch
 from talkinghead.errors import TalkingHeadError
+from talkinghead.progress import ProgressCallback, report
 from talkinghead.infer.reenact import adapt_landmarks
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ class DrivingTrack:
     fps: float
     lost: int  # frames where the face was lost (held)
     video: Path | None = None  # the driving video, for side-by-side and audio
+    notes: list[str] = field(default_factory=list)  # what the user should know (damaged or lost frames)
 
 
 def hold_lost_frames(landmarks: np.ndarray) -> tuple[np.ndarray, int]:
@@ -44,8 +47,11 @@ def hold_lost_frames(landmarks: np.ndarray) -> tuple[np.ndarray, int]:
     return landmarks, int((~good).sum())
 
 
-def track_from_video(path: str | os.PathLike, detector=None, progress: bool = True) -> DrivingTrack:
-    """Detect and track 68 landmarks through a driving video (faces lost in some frames are held)."""
+def track_from_video(path: str | os.PathLike, detector=None, progress: bool = True,
+                     on_progress: ProgressCallback | None = None) -> DrivingTrack:
+    """Detect and track 68 landmarks through a driving video (faces lost in some frames are held).
+    What the user should hear about (undecodable frames, lost faces, several people) is logged
+    and kept in the track's ``notes``."""
     from talkinghead.data.landmarks import get_detector, track_landmarks
     from talkinghead.data.video import iter_frames, probe_video
 
@@ -54,17 +60,26 @@ def track_from_video(path: str | os.PathLike, detector=None, progress: bool = Tr
     detector = detector or get_detector("dlib")
     # Where HOG cannot re-find a face after losing the track, dlib's CNN detector tries once.
     fallback = get_detector("dlib-cnn") if getattr(detector, "name", "") == "dlib" else None
-    landmarks, valid, stats = track_landmarks(iter_frames(path), detector, progress=progress,
-                                              total=info.frames or None, fallback=fallback)
+    decoded: dict = {}
+    landmarks, valid, stats = track_landmarks(iter_frames(path, report=decoded), detector, progress=progress,
+                                              total=info.frames or None, fallback=fallback,
+                                              on_progress=on_progress)
     if stats.get("fallback_found"):
         log.info("%s: dlib's CNN detector re-found the face %d time(s) where HOG found none",
                  path, stats["fallback_found"])
     if not np.asarray(valid).any():
         raise TalkingHeadError(f"{path}: no face found in any frame of the driving video")
     filled, lost = hold_lost_frames(np.where(np.asarray(valid)[:, None, None], landmarks, np.nan))
+    notes = []
+    if decoded.get("lost"):  # iter_frames has logged it
+        notes.append(f"{path.name}: {decoded['lost']} damaged frame(s) could not be decoded and were skipped "
+                     f"({len(filled)} used)")
     if lost:
         log.warning("%s: face lost in %d of %d frames; held the last good landmarks", path, lost, len(filled))
-    return DrivingTrack(filled, info.fps, lost, path)
+        notes.append(f"{path.name}: face lost in {lost} of {len(filled)} frames; held the last good pose")
+    if stats.get("faces", 0) > 1:
+        notes.append(f"{path.name}: {stats['faces']} faces in view; followed one of them")
+    return DrivingTrack(filled, info.fps, lost, path, notes)
 
 
 def track_from_npy(path: str | os.PathLike, fps: float = 25.0) -> DrivingTrack:
@@ -110,17 +125,19 @@ def smoothed(track: DrivingTrack) -> DrivingTrack:
     detector jitter of a still face is removed, fast motion passes with little lag."""
     from talkinghead.infer.smoothing import smooth_landmarks
 
-    return DrivingTrack(smooth_landmarks(track.landmarks, track.fps), track.fps, track.lost, track.video)
+    return dataclasses.replace(track, landmarks=smooth_landmarks(track.landmarks, track.fps))
 
 
 def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mode: str = "relative",
                      reference: str | int = "first", side_by_side: bool = False, paste: bool = False,
                      batch_size: int = 16, fps: float | None = None, progress: bool = True,
-                     smooth: bool = True) -> dict:
+                     smooth: bool = True, expression=None, on_progress: ProgressCallback | None = None) -> dict:
     """Render ``avatar`` following ``track`` and write an H.264 mp4 (with the driver's audio).
 
     ``smooth``: One-Euro filter the driving landmarks first (see :func:`smoothed`) and cross-fade
     between shots over consecutive frames (``Avatar.animate(consecutive=True)``).
+    ``expression``: an :class:`~talkinghead.infer.expression.Expression` applied to the adapted
+    landmarks (``--eyes``, ``--lips``). ``on_progress`` receives rendering and writing steps.
     Returns a summary dict (frames, fps, lost, output, size).
     """
     from talkinghead.data.video import iter_frames, write_video
@@ -134,11 +151,17 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
     if smooth:
         track = smoothed(track)
     adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode=mode, reference=reference)
-    rendered = avatar.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth)
+    if expression is not None:
+        from talkinghead.infer.expression import apply_expression
+
+        adapted = apply_expression(adapted, expression)
+    rendered = avatar.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth,
+                              on_progress=on_progress)
 
     def frames():
         drivers = iter_frames(track.video) if (side_by_side and track.video is not None) else None
         for t, image in enumerate(rendered):
+            report(on_progress, "writing", t, len(rendered))
             out = paste_back(avatar.source_image, image, avatar.source_box) if paste else image
             if side_by_side:
                 height = out.shape[0]

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from talkinghead.data.crop import crop_square, landmarks_to_crop, square_box_from_landmarks
 from talkinghead.data.landmarks import detect_largest_face, get_detector, nose_position
 from talkinghead.data.video import iter_frames, read_image
 from talkinghead.errors import NoFaceError, TalkingHeadError
+from talkinghead.progress import ProgressBar, ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ PROFILE_NOSE_MARGIN = 0.1
 
 
 def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str | os.PathLike, size: int,
-                       shots: int | None = None, detector=None, progress: bool = True) -> FaceCrops:
+                       shots: int | None = None, detector=None, progress: bool = True,
+                       on_progress: ProgressCallback | None = None) -> FaceCrops:
     """Detect the largest face in each source and crop it to ``size``×``size``.
 
     dlib's HOG detector first, its CNN detector where HOG finds nothing. Sources without a
@@ -126,7 +127,8 @@ def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str |
         raise TalkingHeadError("no source images given")
     crops, landmarks, notes = [], [], []
     first_image = first_box = None
-    for label, image in tqdm(items, desc="detecting faces", unit="image", disable=not progress or len(items) < 4):
+    for label, image in ProgressBar(items, "detecting faces", show=progress and len(items) >= 4,
+                                    on_progress=on_progress, unit="image"):
         try:
             points, _box, n_faces = detect_with_fallback(image, detector, label, notes)
         except NoFaceError:

@@ -1,6 +1,7 @@
 """The `talkinghead live` session: avatar + source + pipeline, shown in a window, served to a
-browser as MJPEG, and/or recorded; ends on q/Esc, a closed window, the end of the input,
-``--max-frames``, or Ctrl-C/SIGTERM (through :mod:`talkinghead.signals`)."""
+browser as MJPEG (by the web app's server, which the command passes in), and/or recorded;
+ends on q/Esc, a closed window, the end of the input, ``--max-frames``, or Ctrl-C/SIGTERM
+(through :mod:`talkinghead.signals`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import logging
 import queue
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from talkinghead.errors import TalkingHeadError
+from talkinghead.infer.expression import Expression, apply_expression
 from talkinghead.infer.live import (FACE_MESSAGES, LiveDriver, LivePipeline, TorchRenderer, VideoFileSource,
                                     camera_frames, compose_view)
 
@@ -33,93 +34,6 @@ def has_window_support() -> bool:
         if line.strip().startswith("GUI:"):
             return line.split(":", 1)[1].strip().upper() not in ("NONE", "")
     return False
-
-
-class MjpegServer:
-    """Serves the newest shown picture at ``/`` (a page), ``/stream.mjpg`` and ``/frame.jpg``,
-    on the loopback interface only."""
-
-    def __init__(self, port: int = 0, host: str = "127.0.0.1"):
-        self._jpeg: bytes | None = None
-        self._cond = threading.Condition()
-        self._closed = False
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # no access log on the console
-                pass
-
-            def do_GET(self):
-                if self.path == "/":
-                    body = (b"<!doctype html><title>talkinghead live</title><body style='margin:0;background:#111'>"
-                            b"<img src='/stream.mjpg' style='display:block;margin:auto;max-height:100vh'></body>")
-                    self._send(200, "text/html; charset=utf-8", body)
-                elif self.path == "/frame.jpg":
-                    jpeg = server.wait_frame(None, timeout=5)
-                    if jpeg is None:
-                        self._send(503, "text/plain", b"no frame yet")
-                    else:
-                        self._send(200, "image/jpeg", jpeg)
-                elif self.path == "/stream.mjpg":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                    self.end_headers()
-                    last = None
-                    try:
-                        while True:
-                            jpeg = server.wait_frame(last, timeout=1)
-                            if server.closed:
-                                return
-                            if jpeg is None or jpeg is last:
-                                continue
-                            last = jpeg
-                            self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                             + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-                    except (BrokenPipeError, ConnectionResetError):
-                        return
-                else:
-                    self._send(404, "text/plain", b"not found")
-
-            def _send(self, status, ctype, body):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
-        except OSError as exc:
-            raise TalkingHeadError(f"--serve {port}: cannot listen there ({exc.strerror or exc})") from None
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://{host}:{self.port}/"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="live-mjpeg", daemon=True)
-        self._thread.start()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def publish(self, rgb: np.ndarray) -> None:
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-        if ok:
-            with self._cond:
-                self._jpeg = buf.tobytes()
-                self._cond.notify_all()
-
-    def wait_frame(self, last, timeout: float):
-        with self._cond:
-            if self._jpeg is None or self._jpeg is last:
-                self._cond.wait(timeout)
-            return self._jpeg
-
-    def close(self) -> None:
-        self._closed = True
-        with self._cond:
-            self._cond.notify_all()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 class Recorder:
@@ -190,7 +104,9 @@ def open_source(args):
     return camera_frames(args.camera), 25.0
 
 
-def run_live(args) -> int:
+def run_live(args, serve=None) -> int:
+    """``serve(port)``: for ``--serve``, a server of the shown pictures with ``url``,
+    ``publish(rgb)`` and ``stop()`` (the web app's, given by the command)."""
     import torch
 
     from talkinghead.data.landmarks import get_detector
@@ -218,9 +134,15 @@ def run_live(args) -> int:
         renderer = OnnxAvatarRenderer(avatar, threads=args.threads or 1, cross_fade=not args.no_smooth)
     else:
         renderer = TorchRenderer(avatar, cross_fade=not args.no_smooth)
+    expression = Expression(eyes=args.eyes, lips=args.lips)
+    if not expression.is_identity:  # --eyes/--lips on the adapted landmarks, before rendering
+        render_plain = renderer
+        renderer = lambda landmarks: render_plain(apply_expression(landmarks, expression))  # noqa: E731
     pipeline = LivePipeline(source, driver, renderer, max_frames=args.max_frames,
                             render_delay=args.render_delay / 1000)
-    server = MjpegServer(args.serve) if args.serve is not None else None
+    if args.serve is not None and serve is None:
+        raise TalkingHeadError("--serve: no picture server was given to run_live")
+    server = serve(args.serve) if args.serve is not None else None
     if server is not None:
         print(f"serving the live avatar at {server.url}  (Ctrl-C to stop)", flush=True)
     recorder = Recorder(args.output, fps) if args.output else None
@@ -252,7 +174,7 @@ def run_live(args) -> int:
         if window:
             cv2.destroyAllWindows()
         if server is not None:
-            server.close()
+            server.stop()
         if recorder is not None:
             recorder.close()
     s = pipeline.stats.summary()

@@ -16,11 +16,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from talkinghead.config import Config
 from talkinghead.data.sketch import landmarks_to_sketch_batch
 from talkinghead.data.warp import warp_guide
+from talkinghead.progress import ProgressBar, ProgressCallback
 from talkinghead.train.steps import build_content_loss, discriminator_losses, generator_losses
 
 
@@ -116,6 +116,7 @@ def finetune(
     progress: bool = True,
     content_loss: nn.Module | None = None,
     shot_penalty: Tensor | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> tuple[nn.Module, Tensor, list[float]]:
     """Fine-tune copies of G (with ψ) and D (with w) on K frames.
 
@@ -131,6 +132,7 @@ def finetune(
         steps: optimiser steps (each: one G step, ``disc_steps`` D steps).
         shot_penalty: (K,) added to the shots' landmark distances when the guide picks them
             (:func:`~talkinghead.data.warp.unreliable_shot_penalty`), as at inference.
+        on_progress: called after each step (:mod:`talkinghead.progress`); may raise to stop.
 
     Returns:
         (fine-tuned G in eval mode, fine-tuned ψ (P,), per-step content loss history).
@@ -159,7 +161,8 @@ def finetune(
     k = images.shape[0]
     batch = min(k, tc.finetune_batch_size)
     history: list[float] = []
-    bar = tqdm(range(steps), desc="fine-tuning", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = ProgressBar(range(steps), "fine-tuning", show=progress, on_progress=on_progress, unit="step",
+                      dynamic_ncols=True)
     for _ in bar:
         pick = torch.randperm(k, generator=generator_rng)[:batch].to(device)
         real, sketch = images[pick], sketches[pick]

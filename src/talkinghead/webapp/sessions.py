@@ -1,5 +1,12 @@
-"""Per-browser state of the web app: each session has its own folder, uploads, avatar, jobs
-and live driver; nothing is shared between sessions but the read-only meta checkpoint."""
+"""Per-browser state of the web app and the queue of long jobs.
+
+Each session has its own folder, uploads (within a quota), avatar, jobs and live state; nothing
+is shared between sessions but the read-only meta checkpoint. Sessions are made only when the
+page asks (``POST /api/session``); an empty one is forgotten after a couple of minutes without
+the page's heartbeat, one with uploads or an avatar after an hour idle. Long jobs (avatar
+building, video rendering) wait in one :class:`JobQueue`, at most a few per session, and run
+``slots`` at a time, taking the next job from the session that waited longest.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,10 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import Callable
 
 from talkinghead.errors import TalkingHeadError
 
@@ -21,29 +28,51 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"}
+#: Longest stored file name (the extension is always kept).
+MAX_NAME = 100
 
 
 class Cancelled(Exception):
-    """A job's session was closed (or the server is stopping)."""
+    """The job was cancelled (by its user, its session's end, or the server stopping)."""
 
 
-@dataclass
+class SessionsFull(TalkingHeadError):
+    """Every session slot is taken (HTTP 503)."""
+
+
+class QuotaExceeded(TalkingHeadError):
+    """A session's uploads would exceed its quota (HTTP 413)."""
+
+
+class TooManyJobs(TalkingHeadError):
+    """A session already has its most jobs waiting or running (HTTP 429)."""
+
+
+@dataclass(eq=False)  # a job is itself: compared and hashed by identity
 class Job:
-    """A long task (avatar building, video rendering) run in its own thread."""
+    """A long task (avatar building, video rendering) run by the :class:`JobQueue`."""
 
     id: str
     kind: str  # "avatar" or "video"
-    state: str = "waiting"  # waiting, running, done, error
-    stage: str = "waiting for another job to finish"
+    session: "Session"
+    work: Callable[["Job"], None]
+    state: str = "waiting"  # waiting, running, done, error, cancelled
+    stage: str = "waiting for other jobs to finish"
     done: int = 0
     total: int | None = None
     error: str = ""
     notes: list[str] = field(default_factory=list)
     result: dict = field(default_factory=dict)
-    cancelled: bool = False
+    cancel_requested: bool = False
+    submitted: float = field(default_factory=time.monotonic)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("waiting", "running")
 
     def report(self, stage: str, done: int, total: int | None) -> None:
-        if self.cancelled:
+        """The pipeline's progress callback (:mod:`talkinghead.progress`); raises to cancel."""
+        if self.cancel_requested:
             raise Cancelled()
         self.stage, self.done, self.total = stage, done, total
 
@@ -55,28 +84,68 @@ class Job:
 
 
 def safe_name(name: str) -> str:
-    """A file name without folders or odd characters (for files kept in a session folder)."""
+    """A file name without folders or odd characters, at most MAX_NAME characters, keeping its
+    extension (a long name loses the end of its stem, not its type)."""
     base = Path(name.replace("\\", "/")).name
     base = re.sub(r"[^A-Za-z0-9._ -]", "_", base).strip(" .") or "upload"
-    return base[:100]
+    stem, suffix = (base.rsplit(".", 1)[0], "." + base.rsplit(".", 1)[1]) if "." in base else (base, "")
+    suffix = suffix[:16]
+    return (stem[: MAX_NAME - len(suffix)].rstrip(" .") or "upload") + suffix
+
+
+@dataclass
+class LiveState:
+    """A session's live driving: the driver's tracking state and the renderer of avatar
+    number ``version`` (a new avatar gets a new one)."""
+
+    driver: object  # infer.live.LiveDriver
+    renderer: Callable  # (68, 2) landmarks → (S, S, 3) uint8
+    version: int
+
+
+@dataclass
+class Upload:
+    path: Path
+    size: int
 
 
 class Session:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, quota_bytes: int, max_jobs: int):
         self.id = secrets.token_urlsafe(18)
         self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=root))
-        self.uploads: dict[str, Path] = {}  # upload id → file
+        self.quota_bytes, self.max_jobs = quota_bytes, max_jobs
+        self.uploads: dict[str, Upload] = {}
         self.jobs: dict[str, Job] = {}
         self.avatar = None
         self.avatar_file: Path | None = None
         self.avatar_version = 0
-        self.live = None  # (LiveDriver, renderer) for the current avatar
-        self.live_lock = threading.Lock()
+        self.output_size: int | None = None  # the size asked for with the avatar (None: the avatar's)
+        self.previews: dict[str, Path] = {}  # "still", "turn" → files of the current avatar
+        self.live: LiveState | None = None
+        self.live_connection = None  # the open live socket (webapp.server.LiveConnection), one at most
         self.lock = threading.Lock()
-        self.last_seen = time.time()
+        self.render_lock = threading.Lock()  # one preview/expression render at a time
+        self.last_seen = time.monotonic()
 
-    def add_upload(self, name: str, data: bytes, kinds: set[str]) -> tuple[str, Path]:
-        """Store an uploaded file; its extension must be one of ``kinds``."""
+    @property
+    def used_bytes(self) -> int:
+        return sum(u.size for u in self.uploads.values())
+
+    @property
+    def empty(self) -> bool:
+        return not self.uploads and self.avatar is None and not self.jobs
+
+    @property
+    def busy(self) -> bool:
+        return any(job.active for job in self.jobs.values()) or self.live_connection is not None
+
+    def check_quota(self, more: int) -> None:
+        if self.used_bytes + more > self.quota_bytes:
+            raise QuotaExceeded(f"your uploads would take {(self.used_bytes + more) / 2**20:.1f} MB of this "
+                                f"session's {self.quota_bytes / 2**20:g} MB; reload the page to start afresh")
+
+    def new_upload_path(self, name: str, kinds: set[str]) -> tuple[str, Path]:
+        """A fresh file path for an upload called ``name``, whose extension must be one of ``kinds``."""
         clean = safe_name(name)
         if Path(clean).suffix.lower() not in kinds:
             allowed = ", ".join(sorted(e.lstrip(".") for e in kinds))
@@ -84,10 +153,15 @@ class Session:
         upload_id = secrets.token_hex(6)
         folder = self.folder / "uploads" / upload_id
         folder.mkdir(parents=True)
-        path = folder / clean
-        path.write_bytes(data)
-        self.uploads[upload_id] = path
-        return upload_id, path
+        return upload_id, folder / clean
+
+    def keep_upload(self, upload_id: str, path: Path) -> None:
+        self.uploads[upload_id] = Upload(path, path.stat().st_size)
+
+    @staticmethod
+    def discard(path: Path) -> None:
+        """Remove a rejected upload and its folder."""
+        shutil.rmtree(path.parent, ignore_errors=True)
 
     def user_message(self, text: str) -> str:
         """An error message with this session's folders removed (the user knows file names)."""
@@ -95,41 +169,52 @@ class Session:
 
     def close(self) -> None:
         for job in self.jobs.values():
-            job.cancelled = True
+            job.cancel_requested = True
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class SessionStore:
-    """Sessions by cookie; idle ones are closed after ``idle_s``; at most ``limit`` at once."""
+    """Sessions by cookie; at most ``limit`` at once. An empty session is closed after
+    ``empty_idle_s`` without a request, any other after ``idle_s`` (never while it has a job
+    waiting or running, or a live socket open)."""
 
-    def __init__(self, root: Path, limit: int = 16, idle_s: float = 3600.0):
+    def __init__(self, root: Path, limit: int = 16, idle_s: float = 3600.0, empty_idle_s: float = 120.0,
+                 quota_bytes: int = 300 * 2**20, max_jobs: int = 2):
         self.root = Path(root)
-        self.limit, self.idle_s = limit, idle_s
+        self.limit, self.idle_s, self.empty_idle_s = limit, idle_s, empty_idle_s
+        self.quota_bytes, self.max_jobs = quota_bytes, max_jobs
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self):
+        with self._lock:
+            return iter(list(self._sessions.values()))
 
     def get(self, session_id: str | None) -> Session | None:
         with self._lock:
             self._expire()
             session = self._sessions.get(session_id or "")
             if session is not None:
-                session.last_seen = time.time()
+                session.last_seen = time.monotonic()
             return session
 
     def create(self) -> Session:
         with self._lock:
             self._expire()
             if len(self._sessions) >= self.limit:
-                raise TalkingHeadError(f"the server already has {self.limit} users; try again later")
-            session = Session(self.root)
+                raise SessionsFull(f"the server already has {self.limit} users; try again in a few minutes")
+            session = Session(self.root, self.quota_bytes, self.max_jobs)
             self._sessions[session.id] = session
             return session
 
     def _expire(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         for key, session in list(self._sessions.items()):
-            busy = any(j.state in ("waiting", "running") for j in session.jobs.values())
-            if now - session.last_seen > self.idle_s and not busy:
+            limit = self.empty_idle_s if session.empty else self.idle_s
+            if now - session.last_seen > limit and not session.busy:
                 session.close()
                 del self._sessions[key]
 
@@ -140,68 +225,85 @@ class SessionStore:
             self._sessions.clear()
 
 
-# -- the work ---------------------------------------------------------------------------------
+class JobQueue:
+    """Long jobs, ``slots`` at a time in worker threads; each session has at most
+    ``session.max_jobs`` waiting or running. The next job is the oldest of the session whose
+    last job started longest ago, so one user's queue cannot hold the others back for long."""
 
-def build_avatar(session: Session, job: Job, paths: list[Path], checkpoint, steps: int) -> None:
-    """Photos → avatar (FF with ``steps=0``, else FT), saved in the session's folder."""
-    from talkinghead.infer.avatar import Avatar
-    from talkinghead.infer.faces import crops_from_sources
+    def __init__(self, slots: int = 1):
+        self._waiting: list[Job] = []
+        self._running: set[Job] = set()
+        self._cond = threading.Condition()
+        self._last_start: dict[str, float] = {}  # session id → when its last job started
+        self._stopping = False
+        self._workers = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
+                         for i in range(max(1, slots))]
+        for worker in self._workers:
+            worker.start()
 
-    job.report("detecting faces", 0, len(paths))
-    faces = crops_from_sources([str(p) for p in paths], checkpoint.config.model.image_size, progress=True)
-    job.notes = [session.user_message(n) for n in faces.notes]
-    job.report("fine-tuning" if steps else "embedding", 0, steps or None)
-    avatar = Avatar.from_crops(faces.crops, faces.landmarks, checkpoint, finetune_steps=steps, device="cpu",
-                               progress=True)
-    avatar.source_image, avatar.source_box = faces.source_image, faces.source_box
-    job.report("saving", 0, None)
-    with session.lock:
-        session.avatar_version += 1
-        path = avatar.save(session.folder / f"avatar-{session.avatar_version}.avatar")
-        session.avatar, session.avatar_file = avatar, path
-        session.live = None
-    job.result = {"shots": int(avatar.shots), "steps": int(steps), "size": int(avatar.size),
-                  "download": "/api/avatar.avatar", "bytes": path.stat().st_size}
+    def submit(self, session: Session, kind: str, work: Callable[[Job], None]) -> Job:
+        with self._cond:
+            active = sum(job.active for job in session.jobs.values())
+            if active >= session.max_jobs:
+                raise TooManyJobs(f"you already have {active} jobs waiting or running (at most "
+                                  f"{session.max_jobs}); wait for them or cancel one")
+            job = Job(secrets.token_hex(6), kind, session, work)
+            session.jobs[job.id] = job
+            self._waiting.append(job)
+            self._cond.notify()
+            return job
 
+    def cancel(self, job: Job) -> None:
+        with self._cond:
+            job.cancel_requested = True
+            if job in self._waiting:
+                self._waiting.remove(job)
+                job.state, job.stage, job.error = "cancelled", "cancelled", "cancelled"
 
-def render_video(session: Session, job: Job, video: Path, side_by_side: bool, paste_back: bool) -> None:
-    """Driving video → mp4 with the driver's audio, in the session's folder."""
-    from talkinghead.infer.driving import animate_to_video, track_from_video
+    def _next(self) -> Job | None:
+        with self._cond:
+            while not self._waiting and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            job = min(self._waiting, key=lambda j: (self._last_start.get(j.session.id, 0.0), j.submitted))
+            self._waiting.remove(job)
+            self._running.add(job)
+            self._last_start[job.session.id] = time.monotonic()
+            job.state, job.stage = "running", "starting"
+            return job
 
-    avatar = session.avatar
-    if avatar is None:
-        raise TalkingHeadError("build an avatar first (Avatar tab)")
-    job.report("landmarks", 0, None)
-    track = track_from_video(video, progress=True)
-    out = session.folder / f"video-{job.id}.mp4"
-    summary = animate_to_video(avatar, track, out, side_by_side=side_by_side, paste=paste_back, progress=True)
-    job.result = {"frames": summary["frames"], "fps": summary["fps"], "lost": summary["lost"],
-                  "download": f"/api/result/{job.id}.mp4", "bytes": out.stat().st_size}
-    if summary["lost"]:
-        job.notes.append(f"face lost in {summary['lost']} driving frames: held the last good pose")
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
+            session = job.session
+            try:
+                if job.cancel_requested:
+                    raise Cancelled()
+                job.work(job)
+                job.state, job.stage = "done", "done"
+            except Cancelled:
+                job.state, job.stage, job.error = "cancelled", "cancelled", "cancelled"
+            except TalkingHeadError as exc:
+                job.state, job.error = "error", session.user_message(str(exc))
+            except Exception as exc:  # a bug: keep serving, tell the user, log the details
+                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+                job.state, job.error = "error", f"internal error ({type(exc).__name__}); see the server's log"
+            finally:
+                with self._cond:
+                    self._running.discard(job)
 
-
-def live_frame(session: Session, image: np.ndarray, side_by_side: bool = False) -> tuple[np.ndarray, str]:
-    """One webcam frame (H, W, 3) RGB → (the avatar's rendering (S, S, 3) RGB, face state)."""
-    from talkinghead.data.landmarks import get_detector
-    from talkinghead.infer.live import LiveDriver
-
-    with session.lock:
-        avatar = session.avatar
-        if avatar is None:
-            raise TalkingHeadError("build an avatar first (Avatar tab)")
-        if session.live is None:
-            session.live = (LiveDriver(avatar.reference_landmarks, get_detector("dlib")), live_renderer(avatar))
-        driver, renderer = session.live
-    landmarks, face = driver(image, time.perf_counter())
-    return renderer(landmarks), face
-
-
-def live_renderer(avatar):
-    """onnxruntime when installed (about 2.5× PyTorch's frames/s on one CPU thread), else PyTorch."""
-    from talkinghead.infer.live import OnnxAvatarRenderer, TorchRenderer
-
-    try:
-        return OnnxAvatarRenderer(avatar)
-    except TalkingHeadError:  # the [app] extra is not installed
-        return TorchRenderer(avatar)
+    def shutdown(self, timeout: float = 20.0) -> bool:
+        """Cancel every job and wait for the workers; False if one is still running after ``timeout``."""
+        with self._cond:
+            self._stopping = True
+            for job in self._waiting:
+                job.cancel_requested = True
+                job.state, job.error = "cancelled", "cancelled"
+            self._waiting.clear()
+            for job in self._running:  # stops at its next progress step
+                job.cancel_requested = True
+            self._cond.notify_all()
+        end = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, end - time.monotonic()))
+        return not any(w.is_alive() for w in self._workers)
