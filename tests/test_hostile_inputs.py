@@ -552,19 +552,14 @@ def _edit_safetensors(src: Path, dst: Path, tensors: dict | None = None, drop: t
 
 def _bundled_generator(poison: bool = False) -> dict:
     """The bundled model's G weights as an avatar stores them; ``poison``: one tensor all NaN."""
+    import torch
     from safetensors.torch import load_file
 
     weights = {k: v.float() for k, v in load_file(str(BUNDLED_CHECKPOINT)).items() if k.startswith("G.")}
     if poison:
         name = next(k for k, v in weights.items() if v.is_floating_point())
-        weights[name] = torch_full_like(weights[name], float("nan"))
+        weights[name] = torch.full_like(weights[name], float("nan"))
     return weights
-
-
-def torch_full_like(tensor, value):
-    import torch
-
-    return torch.full_like(tensor, value)
 
 
 def _avatar_edits():
