@@ -103,7 +103,7 @@ class ModelConfig:
         """A generous upper bound on E + G + D's parameter count, from the settings alone (no
         network is built, so an absurd config is refused before it allocates anything). Every
         block is counted at the widest width C: two 3×3 convolutions and a 1×1 skip (19·C²), each
-        self-attention as 2·C², P as N × ψ with ψ ≤ 4·C per AdaIN block. About 2× the real count."""
+        self-attention as 2·C², P as N × ψ with ψ ≤ 4·C per AdaIN block: 2-3× the real count."""
         levels = max(self.gen_downsamples, self.disc_downsamples)
         width = min(self.max_channels, self.base_channels * 2 ** levels)
         blocks = 2 * self.gen_downsamples + self.gen_res_blocks + 2 * (self.disc_downsamples + 1)

@@ -138,7 +138,8 @@ def load_npy_array(path: str | os.PathLike, what: str, trailing_shape: tuple[int
                 raise TalkingHeadError(f"{path}: an .npz archive, not an .npy {what} (save one {expected} "
                                        "array with numpy.save)")
             if start != b"\x93NUMPY":
-                raise TalkingHeadError(f"{path}: not an .npy file (expected a {expected} {what} saved with numpy.save)")
+                raise TalkingHeadError(f"{path}: not an .npy file (expected a {expected} {what} "
+                                       "saved with numpy.save)")
             fh.seek(0)
             try:
                 version = np.lib.format.read_magic(fh)

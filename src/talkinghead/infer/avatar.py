@@ -372,7 +372,7 @@ def validate_avatar_tensors(path: str | os.PathLike, tensors: dict[str, Tensor],
                                               and math.isfinite(v) for v in history)):
         raise corrupt("finetune_history is not a list of finite numbers")
     if ("source_jpeg" in tensors) != ("source_box" in tensors):
-        raise corrupt("source_jpeg and source_box come together")
+        raise corrupt("one of source_jpeg and source_box without the other")
     if "source_jpeg" in tensors:
         check("source_box", (3,), floats)
         if not float(tensors["source_box"][2]) > 0:
