@@ -562,10 +562,13 @@ def _bundled_generator(poison: bool = False) -> dict:
     return weights
 
 
-def _avatar_edits():
+def _avatar_edit(name: str) -> dict:
+    """The ``_edit_safetensors`` arguments of one edit of an avatar file."""
     import torch
 
     nan = float("nan")
+    if name == "NaN G weights":
+        return dict(tensors=_bundled_generator(poison=True), meta={"finetune_steps": "5"})
     return {
         "psi shape": dict(tensors={"psi": torch.zeros(7)}),
         "landmarks shape": dict(tensors={"landmarks": torch.zeros(1, 5, 2)}),
@@ -587,8 +590,7 @@ def _avatar_edits():
         # row 16
         "NaN psi": dict(tensors={"psi": torch.full((1152,), nan)}),
         "Inf psi": dict(tensors={"psi": torch.full((1152,), float("inf"))}),
-        "NaN G weights": dict(tensors=_bundled_generator(poison=True), meta={"finetune_steps": "5"}),
-    }
+    }[name]
 
 
 AVATAR_EDITS = ["psi shape", "landmarks shape", "crops shape", "crops dtype", "shot_penalty shape", "no psi",
@@ -609,7 +611,7 @@ def short_track(ff_avatar, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("edit", AVATAR_EDITS)
 def test_edited_avatar_file_is_corrupt_avatar_exit_2(edit, ff_avatar, short_track, tmp_path, capsys):
-    edited = _edit_safetensors(ff_avatar, tmp_path / "edited.avatar", **_avatar_edits()[edit])
+    edited = _edit_safetensors(ff_avatar, tmp_path / "edited.avatar", **_avatar_edit(edit))
     out = tmp_path / "o.mp4"
     rc = main(["animate", "--avatar", str(edited), "--landmarks", str(short_track), "-o", str(out)])
     line = _one_line_error(capsys.readouterr().err)

@@ -294,9 +294,12 @@ class Avatar:
         stored path, or given here) and checks it is the same file by SHA-256."""
         path = Path(path)
         tensors, meta, config = read_tagged_file(path, FORMAT_NAME, "avatar file")
+        validate_avatar_tensors(path, tensors, meta, config)
         dev = _device(device)
         _, G, _ = build_models(config.model, num_videos=1)
-        validate_avatar_tensors(path, tensors, meta, config, G.psi_size)
+        if tensors["psi"].numel() != G.psi_size:
+            raise TalkingHeadError(f"{path}: corrupt avatar file (psi holds {tensors['psi'].numel()} values, "
+                                   f"its model's G takes {G.psi_size})")
         g_state = {k[2:]: v for k, v in tensors.items() if k.startswith("G.")}
         if g_state:
             try:
@@ -327,11 +330,11 @@ class Avatar:
 
 
 def validate_avatar_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, str],
-                            config: Config, psi_size: int) -> None:
+                            config: Config) -> None:
     """Check an avatar file's tensors and header against its (already validated) config before
-    any of it is used: an edited file ends in one line, ``<path>: corrupt avatar file (...)``,
-    never a traceback or an odd allocation. ``read_tagged_file`` has checked that floating
-    tensors are finite; ``psi_size`` is that of the G the config builds."""
+    anything is built from them: an edited file ends in one line, ``<path>: corrupt avatar file
+    (...)``, never a traceback or an odd allocation. ``read_tagged_file`` has checked that
+    floating tensors are finite; ψ's length is checked against G once G is built."""
     import math
 
     def corrupt(problem: str) -> TalkingHeadError:
@@ -354,7 +357,8 @@ def validate_avatar_tensors(path: str | os.PathLike, tensors: dict[str, Tensor],
     shots = int(marks.shape[0]) if marks is not None and marks.dim() == 3 and marks.shape[0] > 0 else 1
     check("landmarks", (shots, 68, 2), floats[:2])  # numpy has no bfloat16
     check("crops", (shots, size, size, 3), (torch.uint8,))
-    check("psi", (psi_size,), floats)
+    psi = tensors.get("psi")
+    check("psi", (int(psi.numel()) if psi is not None else 1,), floats)
     check("embedding", (config.model.embed_dim,), floats)
     check("shot_penalty", (shots,), floats, required=False)
     if float(tensors["landmarks"].abs().max()) > 8 * size:  # a face's points lie about its crop
