@@ -4,6 +4,7 @@ traceback, a silently wrong result or a temporary file left behind."""
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import signal
@@ -74,6 +75,8 @@ BAD_ARGUMENTS = [
     (["animate", "--avatar", "A", "--landmarks", "t.npy", "-o", "o.mp4", "--fps", "-5"], "--fps"),
     (["animate", "--avatar", "A", "--landmarks", "t.npy", "-o", "o.mp4", "--fps", "1e9"], "--fps"),
     (["animate", "--avatar", "A", "--landmarks", "t.npy", "-o", "o.mp4", "--fps", "nan"], "--fps"),
+    (["animate", "--avatar", "A", "--landmarks", "t.npy", "-o", "o.mp4", "--fps", "0.0001"], "--fps"),
+    (["animate", "--avatar", "A", "--landmarks", "t.npy", "-o", "o.mp4", "--fps", "0.5"], "--fps"),
     (["animate", "--source", "s.jpg", "--landmarks", "t.npy", "-o", "o.mp4", "--steps", "-5"], "--steps"),
     (["finetune", "s.jpg", "-o", "a.avatar", "--steps", "-5"], "--steps"),
     (["finetune", "v.mp4", "-o", "a.avatar", "--shots", "-2"], "--shots"),
@@ -519,3 +522,270 @@ def test_python_api_uses_the_bundled_model_by_default(portrait):
 
     avatar = Avatar.from_images([portrait], finetune_steps=0, progress=False)
     assert avatar.size == 128 and avatar.meta_checkpoint == str(BUNDLED_CHECKPOINT)
+
+
+# -- issue 29, rows 15-16: edited avatar files and non-finite weights -----------------------------------
+
+def _edit_safetensors(src: Path, dst: Path, tensors: dict | None = None, drop: tuple = (),
+                      meta: dict | None = None, config: dict | None = None) -> Path:
+    """A copy of a talkinghead safetensors file with tensors replaced, added or dropped, header
+    entries changed, and ``config`` entries (``"model.max_channels": 10**9``) edited."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(src), "pt") as f:
+        header = dict(f.metadata())
+    data = {k: v for k, v in load_file(str(src)).items() if k not in drop}
+    data.update(tensors or {})
+    header.update(meta or {})
+    if config:
+        settings = json.loads(header["config"])
+        for key, value in config.items():
+            section, name = key.split(".")
+            settings[section][name] = value
+        header["config"] = json.dumps(settings)
+    save_file(data, str(dst), metadata=header)
+    return dst
+
+
+def _bundled_generator(poison: bool = False) -> dict:
+    """The bundled model's G weights as an avatar stores them; ``poison``: one tensor all NaN."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights = {k: v.float() for k, v in load_file(str(BUNDLED_CHECKPOINT)).items() if k.startswith("G.")}
+    if poison:
+        name = next(k for k, v in weights.items() if v.is_floating_point())
+        weights[name] = torch.full_like(weights[name], float("nan"))
+    return weights
+
+
+def _avatar_edit(name: str) -> dict:
+    """The ``_edit_safetensors`` arguments of one edit of an avatar file."""
+    import torch
+
+    nan = float("nan")
+    if name == "NaN G weights":
+        return dict(tensors=_bundled_generator(poison=True), meta={"finetune_steps": "5"})
+    return {
+        "psi shape": dict(tensors={"psi": torch.zeros(7)}),
+        "landmarks shape": dict(tensors={"landmarks": torch.zeros(1, 5, 2)}),
+        "crops shape": dict(tensors={"crops": torch.zeros(1, 64, 64, 3, dtype=torch.uint8)}),
+        "crops dtype": dict(tensors={"crops": torch.zeros(1, 128, 128, 3)}),
+        "shot_penalty shape": dict(tensors={"shot_penalty": torch.zeros(3)}),
+        "no psi": dict(drop=("psi",)),
+        "no embedding": dict(drop=("embedding",)),
+        "no source_box": dict(drop=("source_box",)),
+        "NaN landmarks": dict(tensors={"landmarks": torch.full((1, 68, 2), nan)}),
+        "landmarks far outside": dict(tensors={"landmarks": torch.full((1, 68, 2), 1e30)}),
+        "finetune_steps": dict(meta={"finetune_steps": "abc"}),
+        "finetune_history": dict(meta={"finetune_history": "[NaN"}),
+        "finetune_history NaN": dict(meta={"finetune_history": "[1.0, NaN]"}),
+        "source_jpeg": dict(tensors={"source_jpeg": torch.arange(200, dtype=torch.uint8)}),
+        "huge max_channels": dict(config={"model.max_channels": 10**9, "model.base_channels": 10**8}),
+        "max_channels text": dict(config={"model.max_channels": "wide"}),
+        "attention_sizes": dict(config={"model.attention_sizes": 5}),
+        # row 16
+        "NaN psi": dict(tensors={"psi": torch.full((1152,), nan)}),
+        "Inf psi": dict(tensors={"psi": torch.full((1152,), float("inf"))}),
+    }[name]
+
+
+AVATAR_EDITS = ["psi shape", "landmarks shape", "crops shape", "crops dtype", "shot_penalty shape", "no psi",
+                "no embedding", "no source_box", "NaN landmarks", "landmarks far outside", "finetune_steps",
+                "finetune_history", "finetune_history NaN", "source_jpeg", "huge max_channels", "max_channels text",
+                "attention_sizes", "NaN psi", "Inf psi", "NaN G weights"]
+
+
+@pytest.fixture(scope="module")
+def short_track(ff_avatar, tmp_path_factory) -> Path:
+    """Two frames of the avatar's own landmarks (.npy)."""
+    from safetensors.torch import load_file
+
+    path = tmp_path_factory.mktemp("track") / "two.npy"
+    np.save(path, np.repeat(load_file(str(ff_avatar))["landmarks"].numpy()[:1], 2, axis=0))
+    return path
+
+
+@pytest.mark.parametrize("edit", AVATAR_EDITS)
+def test_edited_avatar_file_is_corrupt_avatar_exit_2(edit, ff_avatar, short_track, tmp_path, capsys):
+    edited = _edit_safetensors(ff_avatar, tmp_path / "edited.avatar", **_avatar_edit(edit))
+    out = tmp_path / "o.mp4"
+    rc = main(["animate", "--avatar", str(edited), "--landmarks", str(short_track), "-o", str(out)])
+    line = _one_line_error(capsys.readouterr().err)
+    assert rc == 2 and "corrupt avatar" in line and "edited.avatar" in line, line
+    assert not out.exists()
+
+
+def test_avatar_with_its_own_finite_generator_still_loads(ff_avatar, tmp_path):
+    from talkinghead.infer.avatar import Avatar
+
+    edited = _edit_safetensors(ff_avatar, tmp_path / "ft.avatar", tensors=_bundled_generator(),
+                               meta={"finetune_steps": "5"})
+    avatar = Avatar.load(edited, device="cpu")
+    assert avatar.finetune_steps == 5 and avatar.source_image is not None
+    assert avatar.animate(avatar.landmarks, progress=False).shape == (1, 128, 128, 3)
+
+
+def test_config_beyond_the_parameter_bound_is_refused_before_building():
+    from talkinghead.config import MAX_MODEL_PARAMETERS
+
+    paper = get_preset("paper").model
+    assert paper.parameter_bound() < MAX_MODEL_PARAMETERS / 10
+    with pytest.raises(TalkingHeadError, match="parameters"):
+        get_preset("small").override(["model.base_channels=100000", "model.max_channels=1000000"])
+    with pytest.raises(TalkingHeadError, match="model.gen_res_blocks"):
+        get_preset("small").override(["model.gen_res_blocks=1000000000"])
+
+
+def test_finetune_refuses_a_checkpoint_of_nan_weights(portrait, tmp_path, capsys, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from talkinghead.infer.avatar import Avatar
+
+    def no_face_detection(*args, **kwargs):
+        raise AssertionError("the checkpoint was used")
+
+    monkeypatch.setattr(Avatar, "from_images", no_face_detection)
+    nan = {k: torch.full_like(v, float("nan")) for k, v in load_file(str(BUNDLED_CHECKPOINT)).items()
+           if v.is_floating_point()}
+    bad = _edit_safetensors(BUNDLED_CHECKPOINT, tmp_path / "nan.safetensors", tensors=nan)
+    out = tmp_path / "a.avatar"
+    rc = main(["finetune", str(portrait), "--checkpoint", str(bad), "-o", str(out)])
+    line = _one_line_error(capsys.readouterr().err)
+    assert rc == 2 and "nan.safetensors" in line and "NaN or Inf" in line
+    assert not out.exists()
+
+
+# -- row 17: hostile .npy landmark tracks ---------------------------------------------------------------
+
+def _write_npy_case(case: str, path: Path) -> Path:
+    good = np.random.default_rng(0).uniform(20, 100, (4, 68, 2)).astype(np.float32)
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "npz renamed":
+        np.savez(path.with_suffix(".npz"), track=good)
+        path.with_suffix(".npz").rename(path)
+    elif case == "claims 1e9 frames":  # a header of 544 GB in front of 2 kB of data
+        with open(path, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (10**9, 68, 2)})
+            fh.write(good.tobytes())
+    elif case == "truncated":
+        np.save(path, good)
+        path.write_bytes(path.read_bytes()[:300])
+    elif case == "text":
+        path.write_text("0 1 2\n")
+    else:
+        arrays = {"str": np.full((4, 68, 2), "a"), "structured": np.zeros((4, 68, 2), [("x", "f4")]),
+                  "bool": good > 50, "complex": good.astype(np.complex64), "object": good.astype(object),
+                  "wrong shape": good[:, :5], "no frames": good[:0]}
+        np.save(path, arrays[case], allow_pickle=case == "object")
+    return path
+
+
+NPY_CASES = ["empty", "npz renamed", "claims 1e9 frames", "truncated", "text", "str", "structured", "bool",
+             "complex", "object", "wrong shape", "no frames"]
+
+
+@pytest.mark.parametrize("case", NPY_CASES)
+def test_hostile_landmark_npy_is_one_line_exit_2(case, ff_avatar, tmp_path, capsys):
+    track = _write_npy_case(case, tmp_path / "track.npy")
+    rc = main(["animate", "--avatar", str(ff_avatar), "--landmarks", str(track), "-o", str(tmp_path / "o.mp4")])
+    line = _one_line_error(capsys.readouterr().err)
+    assert rc == 2 and "track.npy" in line, line
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_npy_header_is_checked_before_reading_the_data(tmp_path):
+    from talkinghead.fileio import load_npy_array
+
+    path = _write_npy_case("claims 1e9 frames", tmp_path / "t.npy")
+    tracemalloc.start()  # numpy reports its allocations to tracemalloc
+    try:
+        with pytest.raises(TalkingHeadError, match=r"1000000000, 68, 2"):
+            load_npy_array(path, "landmark track", (68, 2))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+    good = _write_npy_case("wrong shape", tmp_path / "g.npy")
+    np.save(good, np.arange(4 * 68 * 2, dtype=np.int16).reshape(4, 68, 2))
+    assert load_npy_array(good, "landmark track", (68, 2)).shape == (4, 68, 2)  # integers are numbers
+
+
+# -- row 18: a frame rate that rounds to nothing ----------------------------------------------------------
+
+def test_write_video_refuses_a_rate_that_rounds_to_zero(tmp_path):
+    with pytest.raises(TalkingHeadError, match="frames/s"):
+        write_video(tmp_path / "slow.mp4", _marker_frames(2), 0.0001)
+    assert write_video(tmp_path / "one.mp4", _marker_frames(2), 1.0) == 2  # the smallest --fps
+    assert list(tmp_path.iterdir()) == [tmp_path / "one.mp4"]
+
+
+# -- row 19: checkpoint metadata that is not what it says -------------------------------------------------
+
+@pytest.mark.parametrize("meta", [{"step": "abc"}, {"step": "-3"}, {"videos": "{"}, {"extra": "[1]"}])
+def test_checkpoint_with_bad_metadata_is_one_line(meta, portrait, tmp_path, capsys):
+    bad = _edit_safetensors(BUNDLED_CHECKPOINT, tmp_path / "bad.safetensors", meta=meta)
+    rc = main(["finetune", str(portrait), "--checkpoint", str(bad), "-o", str(tmp_path / "a.avatar")])
+    line = _one_line_error(capsys.readouterr().err)
+    assert rc == 2 and "bad.safetensors" in line and "corrupt checkpoint" in line
+    assert not (tmp_path / "a.avatar").exists()
+
+
+def test_app_refuses_a_checkpoint_with_a_bad_step(tmp_path, start_process):
+    bad = _edit_safetensors(BUNDLED_CHECKPOINT, tmp_path / "bad.safetensors", meta={"step": "abc"})
+    proc = start_process([sys.executable, "-m", "talkinghead.cli", "app", "--checkpoint", str(bad), "--port", "0"])
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "bad.safetensors" in _one_line_error(err)
+
+
+# -- rows 20-21: prepare with a looping link, and on a full disk -------------------------------------------
+
+def test_prepare_skips_a_link_to_itself_and_goes_on(shared_faces, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "talk.mp4").symlink_to(shared_faces / "clips" / "aoc_a.mp4")
+    (folder / "loop.mp4").symlink_to("loop.mp4")  # a link to itself
+    (folder / "again").symlink_to(".", target_is_directory=True)  # a folder link to its own folder
+    out = tmp_path / "data"
+    rc = main(["prepare", str(folder), "--out", str(out), "--size", "64", "--workers", "1", "--max-frames", "3"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "skipped: loop: " in printed and "link" in printed
+    index = json.loads((out / "index.json").read_text())
+    assert [c["clip"] for c in index["clips"]] == ["talk"]
+
+
+def _full_disk_oserror(path):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+@pytest.mark.parametrize("fail", [_full_disk_oserror, _enospc_safetensors], ids=["OSError", "SafetensorError"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new folder", "existing folder"])
+def test_prepare_on_a_full_disk_is_exit_2_and_leaves_nothing(fail, existing, shared_faces, tmp_path, monkeypatch,
+                                                             capsys):
+    import talkinghead.data.store as store
+
+    def full_disk_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a clip")
+        fail(filename)
+
+    monkeypatch.setattr(store, "save_file", full_disk_save)
+    out = tmp_path / "data"
+    if existing:
+        out.mkdir()
+    clips = shared_faces / "clips"
+    rc = main(["prepare", str(clips / "aoc_a.mp4"), str(clips / "aoc_b.mp4"), "--out", str(out), "--size", "64",
+               "--workers", "1", "--max-frames", "2"])
+    err = capsys.readouterr().err
+    line = _one_line_error(err[err.index("error: "):])  # after the progress bar
+    assert rc == 2 and "no space left" in line.lower() and str(out) in line
+    if existing:
+        assert [p for p in out.rglob("*") if p.is_file()] == []  # no index.json, no clip, no temporary file
+    else:
+        assert not out.exists()

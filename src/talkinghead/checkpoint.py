@@ -135,7 +135,11 @@ def save_checkpoint(
 def read_tagged_file(path: str | os.PathLike, format_name: str, what: str,
                      map_location: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str], Config]:
     """Tensors, header metadata and config of a talkinghead safetensors file (a checkpoint or an
-    avatar), with one-line errors for a missing, foreign or corrupt file."""
+    avatar), with one-line errors for a missing, foreign or corrupt file.
+
+    The config is validated before anything is built from it (an edited ``max_channels`` must
+    not become a petabyte allocation), and every floating tensor must be finite: NaN or Inf
+    weights would only render black frames or fine-tune into NaN."""
     path = Path(path)
     if not path.is_file():
         raise TalkingHeadError(f"{path}: {what} not found")
@@ -144,19 +148,41 @@ def read_tagged_file(path: str | os.PathLike, format_name: str, what: str,
             meta = dict(f.metadata() or {})
             if meta.get("format") != format_name:
                 raise TalkingHeadError(f"{path}: not a talkinghead {what}")
+            config = Config.from_json(meta["config"])
+            config.validate()
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        config = Config.from_json(meta["config"])
-    except TalkingHeadError:
-        raise
-    except Exception as exc:  # corrupt header, truncated file, bad JSON
-        raise TalkingHeadError(f"{path}: corrupt or unreadable {what} ({exc})") from None
+    except Exception as exc:  # corrupt header, truncated file, bad JSON, a config out of range
+        if isinstance(exc, TalkingHeadError) and str(exc).startswith(f"{path}: "):
+            raise
+        raise TalkingHeadError(f"{path}: corrupt {what} ({_first_line(exc)})") from None
+    for name, tensor in tensors.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise TalkingHeadError(f"{path}: corrupt {what} (tensor {name} holds NaN or Inf values)")
     return tensors, meta, config
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception as one line (torch's and PyAV's messages can run over several)."""
+    lines = str(exc).strip().splitlines()
+    if isinstance(exc, TalkingHeadError) and lines:
+        return lines[0]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
     """Read a checkpoint; raise :class:`TalkingHeadError` if the file is missing or not one."""
     tensors, meta, config = read_tagged_file(path, FORMAT_NAME, "checkpoint", map_location)
-    return Checkpoint(path=Path(path), config=config, step=int(meta.get("step", 0)), tensors=tensors, meta=meta)
+    step = meta.get("step", "0")
+    if not (step.isdigit() and len(step) <= 18):
+        raise TalkingHeadError(f"{path}: corrupt checkpoint (step {step!r} is not a whole number)")
+    for key, kind in (("videos", list), ("extra", dict)):
+        try:
+            value = json.loads(meta.get(key, "[]" if kind is list else "{}"))
+        except ValueError:
+            value = None
+        if not isinstance(value, kind):
+            raise TalkingHeadError(f"{path}: corrupt checkpoint ({key} is not a JSON {kind.__name__})")
+    return Checkpoint(path=Path(path), config=config, step=int(step), tensors=tensors, meta=meta)
 
 
 def load_networks(checkpoint: Checkpoint, networks: dict[str, torch.nn.Module], strict: bool = True,
@@ -190,9 +216,16 @@ def load_optimizers(checkpoint: Checkpoint, optimizers: dict[str, torch.optim.Op
         key = f"optim.{name}"
         if key not in checkpoint.meta:
             raise TalkingHeadError(f"{checkpoint.path}: no optimizer state (not a training checkpoint)")
-        optimizer.load_state_dict(_unflatten_optimizer(name, checkpoint.tensors, checkpoint.meta[key]))
+        try:
+            optimizer.load_state_dict(_unflatten_optimizer(name, checkpoint.tensors, checkpoint.meta[key]))
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+            raise TalkingHeadError(f"{checkpoint.path}: corrupt checkpoint (optimizer state of {name}: "
+                                   f"{_first_line(exc)})") from None
     if "rng.torch" in checkpoint.tensors:
-        torch.set_rng_state(checkpoint.tensors["rng.torch"].to(torch.uint8))
+        try:
+            torch.set_rng_state(checkpoint.tensors["rng.torch"].to(torch.uint8))
+        except RuntimeError as exc:
+            raise TalkingHeadError(f"{checkpoint.path}: corrupt checkpoint (rng.torch: {_first_line(exc)})") from None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -76,9 +76,14 @@ class ModelConfig:
     def validate(self) -> None:
         _check_fields(self, "model", minimum={"image_size": 16, "base_channels": 1, "max_channels": 1,
                                               "embed_dim": 1, "gen_downsamples": 0, "gen_res_blocks": 0,
-                                              "disc_downsamples": 1, "warp_shots": 1})
-        if any(int(s) < 1 for s in self.attention_sizes):
-            raise TalkingHeadError(f"model.attention_sizes={self.attention_sizes}: sizes must be positive")
+                                              "disc_downsamples": 1, "warp_shots": 1},
+                      maximum=_MODEL_MAXIMUM)
+        for name in ("attention_sizes", "decoder_attention_sizes"):
+            sizes = getattr(self, name)
+            if (not isinstance(sizes, tuple) or len(sizes) > 16
+                    or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= self.image_size
+                               for s in sizes)):
+                raise TalkingHeadError(f"model.{name}={sizes!r}: up to 16 sizes, each from 1 to image_size")
         if self.max_channels < self.base_channels:
             raise TalkingHeadError(f"model.max_channels={self.max_channels} is below model.base_channels="
                                    f"{self.base_channels}")
@@ -88,6 +93,32 @@ class ModelConfig:
             )
         if self.image_size // (2 ** self.disc_downsamples) < 1:
             raise TalkingHeadError("disc_downsamples too large for image_size")
+        if self.parameter_bound() > MAX_MODEL_PARAMETERS:
+            raise TalkingHeadError(
+                f"model.base_channels={self.base_channels}, max_channels={self.max_channels}, "
+                f"embed_dim={self.embed_dim}: networks of up to {self.parameter_bound():.2g} parameters, "
+                f"more than the {MAX_MODEL_PARAMETERS:.0e} allowed")
+
+    def parameter_bound(self) -> int:
+        """A generous upper bound on E + G + D's parameter count, from the settings alone (no
+        network is built, so an absurd config is refused before it allocates anything). Every
+        block is counted at the widest width C: two 3×3 convolutions and a 1×1 skip (19·C²), each
+        self-attention as 2·C², P as N × ψ with ψ ≤ 4·C per AdaIN block: 2-3× the real count."""
+        levels = max(self.gen_downsamples, self.disc_downsamples)
+        width = min(self.max_channels, self.base_channels * 2 ** levels)
+        blocks = 2 * self.gen_downsamples + self.gen_res_blocks + 2 * (self.disc_downsamples + 1)
+        attention = 3 * len(self.attention_sizes) + len(self.decoder_attention_sizes)
+        psi = 4 * width * (self.gen_res_blocks + self.gen_downsamples)
+        return (width * width * (19 * blocks + 2 * attention)
+                + self.embed_dim * (psi + 3 * width) + 100 * width)
+
+
+#: Largest accepted :meth:`ModelConfig.parameter_bound` (the paper's networks: 1.5e8 by that bound,
+#: 7.2e7 in fact): a config beyond it is a typo or a corrupt file, not a model to allocate.
+MAX_MODEL_PARAMETERS = 2_000_000_000
+#: Upper bounds of ModelConfig's counts (besides the parameter bound, which caps the widths).
+_MODEL_MAXIMUM = {"image_size": 4096, "gen_downsamples": 12, "disc_downsamples": 12, "gen_res_blocks": 64,
+                  "warp_shots": 64}
 
 
 @dataclass
@@ -205,13 +236,13 @@ _TRAIN_MINIMUM = {"batch_size": 1, "shots": 1, "disc_steps": 0, "steps": 1, "che
 
 
 def _check_fields(section, name: str, minimum: dict | None = None, positive: tuple = (),
-                  default_minimum: float | None = None) -> None:
+                  default_minimum: float | None = None, maximum: dict | None = None) -> None:
     """Types and ranges of a config section's fields: a bool is a bool, an int an int (not a
-    float or a bool), a float a finite number; ``minimum`` / ``positive`` bound them. Raises
-    TalkingHeadError naming ``section.field`` and the value."""
+    float or a bool), a float a finite number; ``minimum`` / ``maximum`` / ``positive`` bound
+    them. Raises TalkingHeadError naming ``section.field`` and the value."""
     import math
 
-    minimum = minimum or {}
+    minimum, maximum = minimum or {}, maximum or {}
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -231,6 +262,8 @@ def _check_fields(section, name: str, minimum: dict | None = None, positive: tup
         low = minimum.get(f.name, default_minimum)
         if low is not None and value < low:
             raise TalkingHeadError(f"{label}: must be at least {low:g}")
+        if f.name in maximum and value > maximum[f.name]:
+            raise TalkingHeadError(f"{label}: must be at most {maximum[f.name]:g}")
         if f.name in positive and not value > 0:
             raise TalkingHeadError(f"{label}: must be greater than 0")
 

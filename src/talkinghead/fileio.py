@@ -112,3 +112,56 @@ def _unhide_temporary(name: str) -> str:
     path = Path(name)
     match = re.fullmatch(r"\.(.+)\.[^.]+\.tmp(\.[^.]+)?", path.name)
     return str(path.with_name(match.group(1) + (match.group(2) or ""))) if match else name
+
+
+#: dtype kinds accepted by :func:`load_npy_array`: floats, signed and unsigned integers.
+NUMERIC_KINDS = "fiu"
+
+
+def load_npy_array(path: str | os.PathLike, what: str, trailing_shape: tuple[int, ...]) -> "np.ndarray":
+    """A numeric ``.npy`` array of shape (T, *trailing_shape), T >= 1, checked from its header
+    before any data is read: an empty file, an ``.npz`` archive under another name, a header
+    claiming more data than the file holds (no allocation is made from it), strings, records,
+    booleans, complex numbers or objects end in one TalkingHeadError naming the file. Never
+    unpickled."""
+    import numpy as np
+
+    path = Path(path)
+    expected = "(T, " + ", ".join(str(n) for n in trailing_shape) + ")"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            start = fh.read(6)
+            if size == 0:
+                raise TalkingHeadError(f"{path}: empty file, not a {what}")
+            if start.startswith(b"PK\x03\x04"):
+                raise TalkingHeadError(f"{path}: an .npz archive, not an .npy {what} (save one {expected} "
+                                       "array with numpy.save)")
+            if start != b"\x93NUMPY":
+                raise TalkingHeadError(f"{path}: not an .npy file (expected a {expected} {what} "
+                                       "saved with numpy.save)")
+            fh.seek(0)
+            try:
+                version = np.lib.format.read_magic(fh)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:  # 3.0 only differs for field names, which are refused anyway
+                    raise ValueError(f"format version {version[0]}.{version[1]}")
+                shape, _, dtype = read_header(fh)
+            except (ValueError, SyntaxError, TypeError) as exc:
+                raise TalkingHeadError(f"{path}: damaged .npy header ({exc})") from None
+            offset = fh.tell()
+    except OSError as exc:
+        raise TalkingHeadError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if dtype.names is not None or dtype.kind not in NUMERIC_KINDS or dtype.subdtype is not None:
+        raise TalkingHeadError(f"{path}: holds {dtype} values; a {what} holds numbers (float or int)")
+    if len(shape) != 1 + len(trailing_shape) or tuple(shape[1:]) != tuple(trailing_shape) or shape[0] < 1:
+        raise TalkingHeadError(f"{path}: expected a {expected} {what}, got an array of shape {shape}")
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if needed != size - offset:
+        raise TalkingHeadError(f"{path}: damaged .npy file (its header says {shape} {dtype}, {needed} bytes; "
+                               f"the file holds {size - offset})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise TalkingHeadError(f"{path}: not a readable .npy {what} ({exc})") from None

@@ -62,9 +62,11 @@ def float_in(lo: float, hi: float | None = None, lo_open: bool = False) -> Calla
     return parse
 
 
-#: Output frame rates accepted by ``--fps`` (H.264 in mp4 handles these comfortably).
-FPS_RANGE = (0.0, 240.0)
-fps_type = float_in(FPS_RANGE[0], FPS_RANGE[1], lo_open=True)
+#: Output frame rates accepted by ``--fps``: H.264 in mp4 handles these comfortably, and the
+#: encoder's time base (1/fps as a fraction of denominator <= 1001) stays exact. Below 1 frame/s
+#: a rate such as 0.0001 rounds to a zero time base.
+FPS_RANGE = (1.0, 240.0)
+fps_type = float_in(FPS_RANGE[0], FPS_RANGE[1])
 
 
 def check_device(name: str | None) -> str | None:

@@ -85,6 +85,7 @@ def run(args) -> int:
         probe_video(args.driving)  # unreadable → one line now, not after fine-tuning
     else:
         check_input_path(args.landmarks, "landmark track")
+        track = track_from_npy(args.landmarks, fps=args.fps or 25.0)  # cheap: read before the avatar
     if args.avatar:
         avatar = Avatar.load(args.avatar, checkpoint=args.checkpoint, device=args.device)
         if args.paste_back and avatar.source_image is None:
@@ -99,8 +100,6 @@ def run(args) -> int:
             ckpt = _with_overrides(ckpt, args.set)
     if args.driving:
         track = track_from_video(args.driving)
-    else:
-        track = track_from_npy(args.landmarks, fps=args.fps or 25.0)
     if isinstance(reference, int) and reference >= len(track.landmarks):
         source = args.driving or args.landmarks
         raise TalkingHeadError(f"--reference {reference}: {source} has {len(track.landmarks)} frames "

@@ -16,7 +16,8 @@ EXAMPLES = """examples:
 The window closes with q or Esc; Ctrl-C ends any session cleanly (exit 130). With
 --video the file plays at its native rate, like a camera (--as-fast-as-possible reads it
 without pacing). When the driver's face is lost the last good pose is held, and the picture
-says so.
+says so. A recording (-o) keeps the input's time: frames dropped live repeat the frame
+before, so a 7.2-s video gives a 7.2-s file, with the video's audio.
 """
 
 
@@ -38,7 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-window", action="store_true", help="no window (with --serve or -o)")
     p.add_argument("--serve", type=int, default=None, metavar="PORT",
                    help="also serve the picture to a browser at http://127.0.0.1:PORT/ (0: any free port)")
-    p.add_argument("-o", "--output", default=None, help="also record what is shown to an .mp4")
+    p.add_argument("-o", "--output", default=None,
+                   help="also record what is shown to an .mp4, in the input's time: a frame dropped live "
+                        "repeats the one before, so the file lasts as long as the input (with a video's audio)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many captured frames")
     p.add_argument("--loop", action="store_true", help="restart the --video file at its end")
     p.add_argument("--as-fast-as-possible", action="store_true",

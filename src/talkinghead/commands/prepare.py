@@ -20,8 +20,9 @@ identity,path[,kind] columns. Clips already in DATASET are skipped (resumable) u
 --overwrite. Clips without a face, unreadable, or with too few face frames are skipped and
 listed; the run still succeeds.
 
-exit status: 0 ok, 2 bad input (no sources, --out not writable, bad --shard),
-             3 no clip produced any data
+exit status: 0 ok, 2 bad input (no sources, --out not writable, bad --shard, or a clip that
+             cannot be written there, e.g. a full disk: the run stops without writing the index;
+             clips finished before are kept and a rerun resumes), 3 no clip produced any data
 """
 
 EPILOG = """examples:

@@ -28,7 +28,7 @@ from talkinghead.data import store
 from talkinghead.data.video import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_file, is_video_file,
                                     iter_frames, list_frame_files, probe_video)
 from talkinghead.errors import TalkingHeadError
-from talkinghead.fileio import atomic_path, ensure_writable_dir
+from talkinghead.fileio import atomic_path, ensure_writable_dir, os_error_message
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +72,28 @@ def _clip_id(*parts: str) -> str:
     return "/".join(kept)
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute with links followed; a link that loops (or another unresolvable
+    one) stays as named, so that its clip fails alone, skipped and listed, not the whole run."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python < 3.13 reports a symlink loop as RuntimeError
+        return path.absolute()
+
+
 def _from_layout(root: Path, item: Path) -> ClipSource:
     """Identity/video/clip from a path under ``root``: VoxCeleb2's ``<identity>/<video>/<clip>``,
     ``<identity>/<clip>``, or a flat folder (identity = file or folder name)."""
     rel = item.relative_to(root)
-    parts = list(rel.parent.parts) + [item.stem if item.is_file() else item.name]
+    parts = list(rel.parent.parts) + [item.name if item.is_dir() else item.stem]
     if len(parts) >= 3:
         identity, video, clip = parts[-3], parts[-2], parts[-1]
     elif len(parts) == 2:
         identity, video, clip = parts[0], parts[1], parts[1]
     else:
         identity = video = clip = parts[0]
-        return ClipSource(clip, identity, video, item.resolve(), named_by_file=True)
-    return ClipSource(_clip_id(identity, video, clip), identity, video, item.resolve())
+        return ClipSource(clip, identity, video, _resolved(item), named_by_file=True)
+    return ClipSource(_clip_id(identity, video, clip), identity, video, _resolved(item))
 
 
 def _read_manifest(csv_path: Path, notes: list[str]) -> list[ClipSource]:
@@ -108,7 +117,7 @@ def _read_manifest(csv_path: Path, notes: list[str]) -> list[ClipSource]:
             continue
         identity = (row.get("identity") or "").strip() or path.stem
         stem = path.stem if path.suffix.lower() in VIDEO_EXTENSIONS else path.name
-        clips.append(ClipSource(_clip_id(identity, stem), identity, stem, path.resolve()))
+        clips.append(ClipSource(_clip_id(identity, stem), identity, stem, _resolved(path)))
     if images:
         notes.append(f"{csv_path}: {images} image rows are not clips, left out")
     return clips
@@ -128,7 +137,7 @@ def _walk_folder(root: Path, notes: list[str]) -> list[ClipSource]:
         clips.extend(_from_layout(root, here / f) for f in videos)
         if not videos and len(images) >= 2:
             if here == root:
-                clips.append(ClipSource(root.name, root.name, root.name, root.resolve(), named_by_file=True))
+                clips.append(ClipSource(root.name, root.name, root.name, _resolved(root), named_by_file=True))
             else:
                 clips.append(_from_layout(root, here))
         else:
@@ -159,7 +168,7 @@ def discover_sources(sources: list[str | os.PathLike]) -> tuple[list[ClipSource]
         elif is_image_file(path):
             notes.append(f"{path}: an image, not a clip, left out")
         else:
-            clips.append(ClipSource(path.stem, path.stem, path.stem, path.resolve(), named_by_file=True))
+            clips.append(ClipSource(path.stem, path.stem, path.stem, _resolved(path), named_by_file=True))
     # Same path twice (a folder and a file in it): keep one. Same id, different files: disambiguate.
     unique: dict[Path, ClipSource] = {}
     for c in clips:
@@ -206,7 +215,7 @@ def select_shard(clips: list[ClipSource], shard: tuple[int, int]) -> list[ClipSo
 @dataclass
 class ClipResult:
     clip: str
-    status: str  # "done" | "skipped"
+    status: str  # "done" | "skipped" | "unwritable" (the data set folder refused the clip: ends the run)
     reason: str = ""
     frames: int = 0
     valid: int = 0
@@ -283,14 +292,15 @@ class _Timed:
 def _reason(exc: Exception, path: Path) -> str:
     """A TalkingHeadError message without the leading '<path>: ' (the clip id is shown)."""
     text = str(exc)
-    for prefix in (f"{path}: ", f"{path.resolve()}: "):
+    for prefix in (f"{path}: ", f"{_resolved(path)}: "):
         if text.startswith(prefix):
             return text[len(prefix):]
     return text
 
 
 def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) -> ClipResult:
-    """Prepare one clip into ``out_root``. Never raises for a bad clip: returns "skipped"."""
+    """Prepare one clip into ``out_root``. Never raises for a bad clip: returns "skipped"; when
+    the clip cannot be written (a full disk, a read-only folder) returns "unwritable"."""
     from talkinghead.data.crop import (crop_square, fit_boxes_in_frame, landmarks_to_crop, smooth_boxes,
                                        square_box_from_landmarks)
     from talkinghead.data.landmarks import detect_every_frame, track_landmarks
@@ -373,8 +383,11 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
     start = time.perf_counter()
     try:
         store.write_clip(out_root / source.relpath, jpegs, crop_landmarks[:count], valid, boxes[:count], meta)
-    except TalkingHeadError as exc:
-        return ClipResult(source.clip, "skipped", f"cannot write ({exc})", count, int(valid.sum()))
+    except Exception as exc:  # OSError, or safetensors' own error type wrapping one
+        reason = str(exc) if isinstance(exc, TalkingHeadError) else os_error_message(exc)
+        if reason is None:
+            raise
+        return ClipResult(source.clip, "unwritable", reason, count, int(valid.sum()))
     seconds["write"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - started
     result.status, result.frames, result.valid = "done", count, int(valid.sum())
@@ -502,6 +515,7 @@ def prepare_dataset(sources: list[str], out_root: str | os.PathLike, options: Pr
         raise TalkingHeadError(f"--size {options.size} is too small (at least 16)")
     if not 0.0 <= options.min_valid <= 1.0:
         raise TalkingHeadError(f"--min-valid {options.min_valid} must be between 0 and 1")
+    created = not Path(out_root).exists()
     out_root = ensure_writable_dir(out_root)
     _check_same_size(out_root, options.size)
     clips, notes = discover_sources(sources)
@@ -531,6 +545,10 @@ def prepare_dataset(sources: list[str], out_root: str | os.PathLike, options: Pr
 
     def record(res: ClipResult, estimate: int) -> None:
         res.source = res.source or paths.get(res.clip, "")
+        if res.status == "unwritable":  # every further clip would fail the same way: stop, no index
+            kept = f"; the {len(summary.done)} clip(s) written before are kept (run again to resume)" \
+                if summary.done else ""
+            raise TalkingHeadError(f"cannot write into the data set {out_root}: {res.reason}{kept}")
         (summary.done if res.status == "done" else summary.skipped).append(res)
         if res.preview:
             previews[res.clip] = res.preview
@@ -547,6 +565,10 @@ def prepare_dataset(sources: list[str], out_root: str | os.PathLike, options: Pr
                 record(_run_in_worker(c, out_root, options), sizes[c.clip])
         else:
             _run_pool(todo, out_root, options, workers, lambda r: record(r, sizes[r.clip]))
+    except TalkingHeadError:
+        if created:
+            _remove_empty_folders(out_root)
+        raise
     finally:
         bar.close()
     summary.wall = time.perf_counter() - started
@@ -580,6 +602,16 @@ def _check_same_size(out_root: Path, size: int) -> None:
                                f"(use --size {sizes[0]}, or another --out)")
 
 
+def _remove_empty_folders(root: Path) -> None:
+    """Remove ``root`` and the folders under it that hold no file (a run that made ``root`` and
+    then could not write into it leaves nothing behind)."""
+    for folder, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(folder)  # only succeeds when empty
+        except OSError:
+            pass
+
+
 def _worker_init_parent() -> None:
     import cv2
 
@@ -601,7 +633,7 @@ def _run_pool(todo: list[ClipSource], out_root: Path, options: PrepareOptions, w
                 except Exception as exc:  # a worker died (out of memory, a crash in a C library)
                     res = ClipResult(futures[fut].clip, "skipped", f"worker failed ({type(exc).__name__}: {exc})")
                 on_result(res)
-        except (KeyboardInterrupt, signals.Terminated):
+        except (KeyboardInterrupt, signals.Terminated, TalkingHeadError):
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 

@@ -98,7 +98,8 @@ def _open_container(path: Path):
     import av
 
     if not path.exists():
-        raise TalkingHeadError(f"{path}: no such file")
+        what = "a symbolic link to nothing (broken or looping)" if path.is_symlink() else "no such file"
+        raise TalkingHeadError(f"{path}: {what}")
     try:
         container = av.open(ffmpeg_path(path))
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -284,7 +285,9 @@ def write_video(
     import av
 
     path = Path(path)
-    rate = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(25)
+    rate = Fraction(fps).limit_denominator(1001) if fps and 0 < fps < float("inf") else Fraction(25)
+    if rate == 0:  # e.g. a driver whose header claims 0.0001 frames/s
+        raise TalkingHeadError(f"{path}: cannot write a video at {fps:g} frames/s")
     frame_iter = iter(frames)
     first = next(frame_iter, None)
     if first is None:

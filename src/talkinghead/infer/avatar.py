@@ -300,8 +300,12 @@ class Avatar:
         stored path, or given here) and checks it is the same file by SHA-256."""
         path = Path(path)
         tensors, meta, config = read_tagged_file(path, FORMAT_NAME, "avatar file")
+        validate_avatar_tensors(path, tensors, meta, config)
         dev = _device(device)
         _, G, _ = build_models(config.model, num_videos=1)
+        if tensors["psi"].numel() != G.psi_size:
+            raise TalkingHeadError(f"{path}: corrupt avatar file (psi holds {tensors['psi'].numel()} values, "
+                                   f"its model's G takes {G.psi_size})")
         g_state = {k[2:]: v for k, v in tensors.items() if k.startswith("G.")}
         if g_state:
             try:
@@ -329,6 +333,87 @@ class Avatar:
                    finetune_history=json.loads(meta.get("finetune_history", "[]")),
                    source_image=source_image, source_box=source_box,
                    shot_penalty=tensors.get("shot_penalty"))  # absent in older files: no penalty
+
+
+def validate_avatar_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, str],
+                            config: Config) -> None:
+    """Check an avatar file's tensors and header against its (already validated) config before
+    anything is built from them: an edited file ends in one line, ``<path>: corrupt avatar file
+    (...)``, never a traceback or an odd allocation. ``read_tagged_file`` has checked that
+    floating tensors are finite; ψ's length is checked against G once G is built."""
+    import math
+
+    def corrupt(problem: str) -> TalkingHeadError:
+        return TalkingHeadError(f"{path}: corrupt avatar file ({problem})")
+
+    def check(name: str, shape: tuple, kinds: tuple[torch.dtype, ...], required: bool = True) -> None:
+        if name not in tensors:
+            if required:
+                raise corrupt(f"no {name} tensor")
+            return
+        tensor = tensors[name]
+        if tensor.dtype not in kinds or tuple(tensor.shape) != shape:
+            expected = "uint8" if kinds == (torch.uint8,) else "floats"
+            raise corrupt(f"{name} is {tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}, "
+                          f"expected {shape} {expected}")
+
+    floats = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+    size = config.model.image_size
+    marks = tensors.get("landmarks")
+    shots = int(marks.shape[0]) if marks is not None and marks.dim() == 3 and marks.shape[0] > 0 else 1
+    check("landmarks", (shots, 68, 2), floats[:2])  # numpy has no bfloat16
+    check("crops", (shots, size, size, 3), (torch.uint8,))
+    psi = tensors.get("psi")
+    check("psi", (int(psi.numel()) if psi is not None else 1,), floats)
+    check("embedding", (config.model.embed_dim,), floats)
+    check("shot_penalty", (shots,), floats, required=False)
+    if float(tensors["landmarks"].abs().max()) > 8 * size:  # a face's points lie about its crop
+        raise corrupt(f"landmarks reach {float(tensors['landmarks'].abs().max()):.3g} px in a {size}-px crop")
+    if not any(k.startswith("G.") for k in tensors) and "meta_checkpoint" not in meta:
+        raise corrupt("neither generator weights nor the meta checkpoint they come from")
+    steps = meta.get("finetune_steps", "0")
+    if not (steps.isdigit() and len(steps) <= 18):
+        raise corrupt(f"finetune_steps {steps[:40]!r} is not a whole number")
+    try:
+        history = json.loads(meta.get("finetune_history", "[]"))
+    except ValueError:
+        history = None
+    if not (isinstance(history, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              and math.isfinite(v) for v in history)):
+        raise corrupt("finetune_history is not a list of finite numbers")
+    if ("source_jpeg" in tensors) != ("source_box" in tensors):
+        raise corrupt("one of source_jpeg and source_box without the other")
+    if "source_jpeg" in tensors:
+        check("source_box", (3,), floats)
+        if not float(tensors["source_box"][2]) > 0:
+            raise corrupt(f"source_box side {float(tensors['source_box'][2]):g} is not positive")
+        jpeg = tensors["source_jpeg"]
+        if jpeg.dtype != torch.uint8 or jpeg.dim() != 1:
+            raise corrupt(f"source_jpeg is {tuple(jpeg.shape)} {jpeg.dtype}, expected JPEG bytes")
+        _check_jpeg(bytes(jpeg.numpy()), corrupt)
+
+
+def _check_jpeg(data: bytes, corrupt) -> None:
+    """A JPEG whose header Pillow reads, of at most Pillow's bomb limit, that decodes (no
+    allocation is made from a size the header merely claims)."""
+    import io
+
+    from PIL import Image
+
+    from talkinghead.data.store import decode_jpeg
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            fmt, (width, height) = image.format, image.size
+    except Exception as exc:  # Pillow raises many kinds for garbage
+        raise corrupt(f"source_jpeg is not an image ({type(exc).__name__})") from None
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+    if fmt != "JPEG" or width * height > limit:
+        raise corrupt(f"source_jpeg is a {width}x{height} {fmt}, expected a JPEG of at most {limit / 1e6:.0f} MP")
+    try:
+        decode_jpeg(np.frombuffer(data, np.uint8))
+    except (ValueError, cv2.error):
+        raise corrupt("source_jpeg does not decode") from None
 
 
 class AvatarRenderer(nn.Module):

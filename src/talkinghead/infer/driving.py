@@ -84,13 +84,9 @@ def track_from_video(path: str | os.PathLike, detector=None, progress: bool = Tr
 
 def track_from_npy(path: str | os.PathLike, fps: float = 25.0) -> DrivingTrack:
     """A (T, 68, 2) landmark track saved with numpy (puppeteering). Never unpickled."""
-    path = Path(path)
-    try:
-        landmarks = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise TalkingHeadError(f"{path}: not a readable .npy landmark track ({exc})") from None
-    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
-        raise TalkingHeadError(f"{path}: expected a (T, 68, 2) landmark array, got {landmarks.shape}")
+    from talkinghead.fileio import load_npy_array
+
+    landmarks = load_npy_array(path, "landmark track", (68, 2))
     filled, lost = hold_lost_frames(landmarks)
     return DrivingTrack(filled, fps, lost, None)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ class Frame:
     index: int
     captured: float  # time.perf_counter() when it was captured
     image: np.ndarray  # (H, W, 3) uint8 RGB
+    #: Seconds into the source: a file's frame number / fps (frames the reader was late for
+    #: count), a camera's time since its first frame. Its place in a recording.
+    time: float = 0.0
     landmarks: np.ndarray | None = None  # (68, 2) adapted to the avatar's crop
     face: str = "ok"  # "ok", "lost" (last good pose held) or "none" (no face seen yet)
     rendered: np.ndarray | None = None  # (S, S, 3) uint8 RGB
@@ -50,7 +54,8 @@ class Frame:
 class VideoFileSource:
     """Frames of a video file at its native rate, as a camera would deliver them (a frame the
     reader is too late for is skipped and counted in ``skipped``), or as fast as they decode
-    with ``realtime=False``. ``loop`` restarts the file at its end."""
+    with ``realtime=False``. ``loop`` restarts the file at its end. ``position``: the last
+    delivered frame's time in the file, in seconds (continuing over loops)."""
 
     def __init__(self, path, realtime: bool = True, loop: bool = False):
         from talkinghead.data.video import probe_video
@@ -58,6 +63,7 @@ class VideoFileSource:
         self.path, self.realtime, self.loop = path, realtime, loop
         self.fps = probe_video(path).fps or 25.0
         self.skipped = 0
+        self.position = 0.0
 
     def __iter__(self) -> Iterator[np.ndarray]:
         from talkinghead.data.video import iter_frames
@@ -67,14 +73,15 @@ class VideoFileSource:
         tick = 0
         while True:
             for image in iter_frames(self.path):
+                number, tick = tick, tick + 1
                 if self.realtime:
-                    delay = start + tick * period - time.perf_counter()
-                    tick += 1
+                    delay = start + number * period - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
                     elif delay < -period:  # more than a frame late: a camera would have dropped it
                         self.skipped += 1
                         continue
+                self.position = number * period
                 yield image
             if not self.loop:
                 return
@@ -347,6 +354,7 @@ class LivePipeline:
         self.max_frames = max_frames
         self.render_delay = render_delay
         self.stats = LiveStats()
+        self.last_time = 0.0  # Frame.time of the last captured frame: where a recording ends
         self._captured, self._tracked, self._rendered = LatestSlot(), LatestSlot(), LatestSlot()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
@@ -367,12 +375,17 @@ class LivePipeline:
         return run
 
     def _capture(self) -> None:
+        first = None
         try:
             for index, image in enumerate(self.source):
                 if self._stop.is_set() or (self.max_frames is not None and index >= self.max_frames):
                     break
+                now = time.perf_counter()
+                first = now if first is None else first
+                # A file knows each frame's place in it; a camera's frames are placed by the clock.
+                self.last_time = getattr(self.source, "position", now - first)
                 self.stats.captured += 1
-                self._captured.put(Frame(index, time.perf_counter(), image))
+                self._captured.put(Frame(index, now, image, self.last_time))
         finally:
             self._captured.close()
 
@@ -447,6 +460,89 @@ class LivePipeline:
         # delivered while the reader was too late for them.
         self.stats.late = getattr(self.source, "skipped", 0)
         self.stats.dropped = sum(s.dropped for s in (self._captured, self._tracked, self._rendered)) + self.stats.late
+
+
+# -- recording --------------------------------------------------------------------------------
+
+class LiveRecorder:
+    """Writes shown pictures to an mp4 in the source's time, from its own thread.
+
+    Each picture goes to the frame slot of its :attr:`Frame.time` at ``fps``; the slots of frames
+    dropped live (and those before the first shown picture) repeat the picture before, so the file
+    lasts as long as the source played, and ``audio_from`` (the driving video) stays in sync.
+    Pictures arriving while the encoder is busy are skipped (counted in ``skipped``, their slots
+    repeated) rather than slowing the live loop. ``repeated``: slots filled by a repeat.
+    """
+
+    def __init__(self, path, fps: float, audio_from=None):
+        from talkinghead.data.video import write_video
+
+        self.path, self.fps = path, fps
+        self.skipped = self.written = self.repeated = 0
+        self.error: BaseException | None = None
+        self._shape: tuple | None = None  # the first picture's; the encoder needs one size throughout
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+
+        def run():
+            try:
+                self.written = write_video(path, self._slots(), fps, audio_from=audio_from)
+            except BaseException as exc:  # reported by close()
+                self.error = exc
+
+        self._thread = threading.Thread(target=run, name="live-recorder", daemon=True)
+        self._thread.start()
+
+    def _slot(self, seconds: float) -> int:
+        return max(0, round(seconds * self.fps))
+
+    def _slots(self) -> Iterator[np.ndarray]:
+        """One picture per frame slot, in order: each queued (slot, picture) after repeats of
+        the previous picture up to its slot; ("end", slot) pads the last one up to that slot."""
+        previous, upcoming = None, 0
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            slot, picture = item
+            if slot == "end":
+                while previous is not None and upcoming <= picture:
+                    self.repeated += 1
+                    upcoming += 1
+                    yield previous
+                continue
+            if slot < upcoming:  # a second picture in one slot (a camera's clock jitters): keep the first
+                continue
+            while upcoming < slot:
+                self.repeated += 1
+                upcoming += 1
+                yield previous if previous is not None else picture
+            upcoming, previous = slot + 1, picture
+            yield picture
+
+    def add(self, rgb: np.ndarray, seconds: float) -> None:
+        """Record ``rgb`` (H, W, 3) at ``seconds`` into the source (:attr:`Frame.time`)."""
+        if self._shape is None:
+            self._shape = rgb.shape
+        if rgb.shape != self._shape:
+            rgb = cv2.resize(rgb, (self._shape[1], self._shape[0]))
+        try:
+            self._queue.put_nowait((self._slot(seconds), rgb))
+        except queue.Full:
+            self.skipped += 1
+
+    def close(self, until: float | None = None) -> None:
+        """Finish the file, the last picture repeated up to the frame at ``until`` seconds (the
+        last captured frame's :attr:`Frame.time`)."""
+        if until is not None:
+            self._queue.put(("end", self._slot(until)))
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def seconds(self) -> float:
+        return self.written / self.fps
 
 
 # -- the shown picture ------------------------------------------------------------------------

@@ -6,7 +6,6 @@ ends on q/Esc, a closed window, the end of the input, ``--max-frames``, or Ctrl-
 from __future__ import annotations
 
 import logging
-import queue
 import sys
 import threading
 from pathlib import Path
@@ -16,8 +15,8 @@ import numpy as np
 
 from talkinghead.errors import TalkingHeadError
 from talkinghead.infer.expression import Expression, apply_expression
-from talkinghead.infer.live import (FACE_MESSAGES, LiveDriver, LivePipeline, TorchRenderer, VideoFileSource,
-                                    camera_frames, compose_view)
+from talkinghead.infer.live import (FACE_MESSAGES, LiveDriver, LivePipeline, LiveRecorder, TorchRenderer,
+                                    VideoFileSource, camera_frames, compose_view)
 
 log = logging.getLogger(__name__)
 
@@ -36,51 +35,6 @@ def has_window_support() -> bool:
     return False
 
 
-class Recorder:
-    """Writes shown pictures to an mp4 from its own thread; pictures arriving while the encoder
-    is busy are skipped (and counted) rather than slowing the live loop."""
-
-    def __init__(self, path: str, fps: float):
-        from talkinghead.data.video import write_video
-
-        self.path = path
-        self.skipped = 0
-        self.written = 0
-        self.error: BaseException | None = None
-        self._shape: tuple | None = None  # the first picture's; the encoder needs one size throughout
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
-
-        def frames():
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                yield item
-
-        def run():
-            try:
-                self.written = write_video(path, frames(), fps)
-            except BaseException as exc:  # reported by close()
-                self.error = exc
-
-        self._thread = threading.Thread(target=run, name="live-recorder", daemon=True)
-        self._thread.start()
-
-    def add(self, rgb: np.ndarray) -> None:
-        if self._shape is None:
-            self._shape = rgb.shape
-        if rgb.shape != self._shape:
-            rgb = cv2.resize(rgb, (self._shape[1], self._shape[0]))
-        try:
-            self._queue.put_nowait(rgb)
-        except queue.Full:
-            self.skipped += 1
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
 
 
 def load_live_avatar(args):
@@ -145,7 +99,9 @@ def run_live(args, serve=None) -> int:
     server = serve(args.serve) if args.serve is not None else None
     if server is not None:
         print(f"serving the live avatar at {server.url}  (Ctrl-C to stop)", flush=True)
-    recorder = Recorder(args.output, fps) if args.output else None
+    # A video file's audio goes into the recording (a camera or a stream has none to copy).
+    audio = args.video if isinstance(source, VideoFileSource) else None
+    recorder = LiveRecorder(args.output, fps, audio_from=audio) if args.output else None
     exit_code = 0
     previous_face = "ok"
     try:
@@ -160,7 +116,7 @@ def run_live(args, serve=None) -> int:
                 if server is not None:
                     server.publish(view)
                 if recorder is not None:
-                    recorder.add(view)
+                    recorder.add(view, frame.time)
                 if window:
                     cv2.imshow(WINDOW, cv2.cvtColor(view, cv2.COLOR_RGB2BGR))
                     key = cv2.waitKey(1) & 0xFF
@@ -176,7 +132,7 @@ def run_live(args, serve=None) -> int:
         if server is not None:
             server.stop()
         if recorder is not None:
-            recorder.close()
+            recorder.close(until=pipeline.last_time)
     s = pipeline.stats.summary()
     late = f" (+{s['late']} the reader was late for)" if s["late"] else ""
     print(f"live: {s['captured']} frames captured{late}, {s['shown']} shown, {s['dropped']} dropped; "
@@ -187,8 +143,9 @@ def run_live(args, serve=None) -> int:
     if s["no_face"]:
         print(f"no face in view for {s['no_face']} shown frames: showed the avatar's own pose")
     if recorder is not None:
-        extra = f" ({recorder.skipped} skipped while the encoder was busy)" if recorder.skipped else ""
-        print(f"wrote {args.output}: {recorder.written} frames{extra}")
+        extra = f", {recorder.skipped} skipped while the encoder was busy" if recorder.skipped else ""
+        print(f"wrote {args.output}: {recorder.written} frames, {recorder.seconds:.2f} s "
+              f"({recorder.repeated} repeat the frame before: dropped live{extra})")
     if exit_code:
         print("interrupted" if exit_code == 130 else "terminated", file=sys.stderr)
     return exit_code
