@@ -110,4 +110,8 @@ def run(args) -> int:
                                batch_size=args.batch_size, fps=args.fps, smooth=not args.no_smooth)
     lost = f", face lost in {summary['lost']} frames (held)" if summary["lost"] else ""
     print(f"wrote {summary['output']}: {summary['frames']} frames at {summary['fps']:g} fps{lost}")
+    if summary["tracking"]:
+        from talkinghead.data.tracking import describe_tracking
+
+        print(describe_tracking(summary["tracking"]))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -26,6 +26,9 @@ class DrivingTrack:
     fps: float
     lost: int  # frames where the face was lost (held)
     video: Path | None = None  # the driving video, for side-by-side and audio
+    #: Frames by tracking status (:func:`talkinghead.data.tracking.status_counts`: frames,
+    #: tracked, verified, redetected, held, lost) when the track came from a video; empty otherwise.
+    tracking: dict = field(default_factory=dict)
 
 
 def hold_lost_frames(landmarks: np.ndarray) -> tuple[np.ndarray, int]:
@@ -45,8 +48,10 @@ def hold_lost_frames(landmarks: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def track_from_video(path: str | os.PathLike, detector=None, progress: bool = True) -> DrivingTrack:
-    """Detect and track 68 landmarks through a driving video (faces lost in some frames are held)."""
-    from talkinghead.data.landmarks import get_detector, track_landmarks
+    """Detect and track 68 landmarks through a driving video (faces lost in some frames are held;
+    ``tracking`` on the result counts frames by tracking status)."""
+    from talkinghead.data.landmarks import get_detector
+    from talkinghead.data.tracking import describe_tracking, status_counts, track_landmarks
     from talkinghead.data.video import iter_frames, probe_video
 
     path = Path(path)
@@ -64,7 +69,8 @@ def track_from_video(path: str | os.PathLike, detector=None, progress: bool = Tr
     filled, lost = hold_lost_frames(np.where(np.asarray(valid)[:, None, None], landmarks, np.nan))
     if lost:
         log.warning("%s: face lost in %d of %d frames; held the last good landmarks", path, lost, len(filled))
-    return DrivingTrack(filled, info.fps, lost, path)
+    log.info("%s: %s", path, describe_tracking(stats))
+    return DrivingTrack(filled, info.fps, lost, path, status_counts(stats))
 
 
 def track_from_npy(path: str | os.PathLike, fps: float = 25.0) -> DrivingTrack:
@@ -110,7 +116,8 @@ def smoothed(track: DrivingTrack) -> DrivingTrack:
     detector jitter of a still face is removed, fast motion passes with little lag."""
     from talkinghead.infer.smoothing import smooth_landmarks
 
-    return DrivingTrack(smooth_landmarks(track.landmarks, track.fps), track.fps, track.lost, track.video)
+    return DrivingTrack(smooth_landmarks(track.landmarks, track.fps), track.fps, track.lost, track.video,
+                        track.tracking)
 
 
 def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mode: str = "relative",
@@ -121,7 +128,8 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
 
     ``smooth``: One-Euro filter the driving landmarks first (see :func:`smoothed`) and cross-fade
     between shots over consecutive frames (``Avatar.animate(consecutive=True)``).
-    Returns a summary dict (frames, fps, lost, output, size).
+    Returns a summary dict (frames, fps, lost, output, size, tracking: the track's frames by
+    tracking status, empty for a .npy track).
     """
     from talkinghead.data.video import iter_frames, write_video
 
@@ -153,4 +161,5 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
 
     rate = fps or track.fps
     count = write_video(output, frames(), rate, audio_from=str(track.video) if track.video else None)
-    return {"frames": count, "fps": rate, "lost": track.lost, "output": str(output), "size": avatar.size}
+    return {"frames": count, "fps": rate, "lost": track.lost, "output": str(output), "size": avatar.size,
+            "tracking": dict(track.tracking)}
