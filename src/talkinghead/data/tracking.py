@@ -146,6 +146,10 @@ _MAX_JUMP = 0.2
 _MAX_SCALE_DRIFT = 1.3
 #: Detection overlapping the lost track's box by more than this IoU is the same person.
 _SAME_FACE_IOU = 0.3
+#: A detected box inside the face lost less than this many frames ago, under this fraction of
+#: its side, is part of that face (see FaceTracker._faces).
+_PART_MEMORY = 50
+_PART_SIZE = 0.5
 
 
 def _motion(landmarks: np.ndarray, previous: np.ndarray) -> float:
@@ -176,7 +180,7 @@ class FaceTracker:
     (``redetected`` when the two disagree by more than ``agree`` inter-ocular distances). A
     failed check, or no face, means a detection over the whole frame, then the ``fallbacks``
     (stronger, slower detectors) once per loss. While the face stays lost, detection is
-    retried with a growing gap (up to every 8th frame).
+    retried with a growing gap of up to ``max_retry_gap`` frames (0: every frame, for live).
 
     Args:
         detector: a :class:`~talkinghead.data.landmarks.LandmarkDetector`.
@@ -187,11 +191,14 @@ class FaceTracker:
         agree: largest disagreement (inter-ocular distances) between the track and the
             detector's fit that still counts as ``verified``.
         hold_frames: lost frames reported as ``held`` before ``lost``.
+        max_retry_gap: most frames skipped between detections while the face is lost.
     """
 
     def __init__(self, detector: LandmarkDetector, fallbacks: Iterable[LandmarkDetector] = (),
-                 verify_every: int = 12, verify_motion: float = 0.05, agree: float = 0.1, hold_frames: int = 3):
+                 verify_every: int = 12, verify_motion: float = 0.05, agree: float = 0.1, hold_frames: int = 3,
+                 max_retry_gap: int = 7):
         self.verify_motion = float(verify_motion)
+        self.max_retry_gap = int(max_retry_gap)
         self.detector = detector
         self.fallbacks = [f for f in fallbacks if f is not None]
         self.verify_every = max(1, int(verify_every))
@@ -212,6 +219,7 @@ class FaceTracker:
     def reset(self) -> None:
         """Forget the track (a new video); the counters are kept."""
         self._previous: np.ndarray | None = None  # landmarks of the last frame with a face
+        self._face_box: np.ndarray | None = None  # the box they were fitted in
         self._relation: tuple[np.ndarray, float] | None = None  # detector box relative to _placement
         self._anchor_side = 0.0  # side of the last detector box
         self._since_verified = 0
@@ -233,12 +241,13 @@ class FaceTracker:
         if result is None:
             self._previous = None
             self._lost_run += 1
-            if attempted:  # back off: every frame for 3 lost frames, then gaps growing to 8 frames
-                self._next_detection = self._t + 1 + min(self._lost_run // 4, 7)
+            if attempted:  # back off: every frame for 3 lost frames, then gaps growing to max_retry_gap
+                self._next_detection = self._t + 1 + min(self._lost_run // 4, self.max_retry_gap)
             held = self._seen_face and self._lost_run <= self.hold_frames
             result = TrackedFrame(None, "held" if held else "lost")
         else:
             self._previous = result.landmarks
+            self._face_box = result.box
             self._lost_run = 0
             self._seen_face = True
             self.stats["valid"] += 1
@@ -283,12 +292,12 @@ class FaceTracker:
     def _detect(self, image: np.ndarray, frame: np.ndarray, had_track: bool) -> TrackedFrame | None:
         """A detection over the whole frame (then the fallbacks, once per loss)."""
         start = time.perf_counter()
-        boxes = self.detector.detect_faces(image)
+        boxes = self._faces(self.detector.detect_faces(image))
         self.stats["detections"] += 1
         if len(boxes) == 0 and self._lost_run == 0:
             for fallback in self.fallbacks:
                 self.stats["fallback_detections"] += 1
-                boxes = fallback.detect_faces(image if getattr(fallback, "accepts_gray", False) else frame)
+                boxes = self._faces(fallback.detect_faces(image if getattr(fallback, "accepts_gray", False) else frame))
                 if len(boxes):
                     self.stats["fallback_found"] += 1
                     break
@@ -303,6 +312,18 @@ class FaceTracker:
             if max(overlaps) > _SAME_FACE_IOU:
                 box = boxes[int(np.argmax(overlaps))]
         return TrackedFrame(self._anchor(image, box), "redetected" if had_track or self._lost_run else "verified", box)
+
+    def _faces(self, boxes: np.ndarray) -> np.ndarray:
+        """Detected (F, 4) boxes less those that are part of the face just lost: a box inside
+        its box at under half its size is a chin or an eye that HOG took for a face (a turned
+        head, where the face itself is no longer found)."""
+        if self._face_box is None or self._lost_run > _PART_MEMORY or len(boxes) == 0:
+            return boxes
+        face = self._face_box
+        side = face[2] - face[0]
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        inside = ((centres >= face[:2]) & (centres <= face[2:])).all(axis=1)
+        return boxes[~(inside & (boxes[:, 2] - boxes[:, 0] < _PART_SIZE * side))]
 
     # geometry ---------------------------------------------------------------------------------
     def box_for(self, landmarks: np.ndarray) -> np.ndarray:
@@ -356,12 +377,13 @@ class FaceTracker:
 def stronger_detectors(detector: LandmarkDetector, cnn: bool = True) -> list[LandmarkDetector]:
     """What to try where dlib's HOG ``detector`` finds no face: HOG on a frame twice as large
     (small faces; ~4× the cost), then dlib's CNN (turned and expressive faces; ~50× the cost,
-    left out with ``cnn=False``). None for other back ends."""
+    left out with ``cnn=False``). None for other back ends. The larger HOG keeps only confident
+    boxes: below dlib's threshold, at that scale, it takes a chin or an eye for a small face."""
     from talkinghead.data.landmarks import DlibLandmarkDetector, get_detector
 
     if not isinstance(detector, DlibLandmarkDetector) or detector.use_cnn:
         return []
-    larger = DlibLandmarkDetector(detect_size=2 * detector.detect_size, threshold=detector.threshold)
+    larger = DlibLandmarkDetector(detect_size=2 * detector.detect_size, threshold=0.0)
     return [larger, get_detector("dlib-cnn")] if cnn else [larger]
 
 

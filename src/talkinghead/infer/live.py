@@ -144,7 +144,8 @@ class LiveDriver:
     def __init__(self, avatar_landmarks: np.ndarray, detector, mode: str = "relative",
                  smoothing: bool = True, min_cutoff: float = 1.5, beta: float = 1.0, verify_every: int = 3):
         self.avatar_landmarks = np.asarray(avatar_landmarks, np.float32)
-        self.tracker = FaceTracker(detector, verify_every=verify_every)
+        # A camera's face may come back any frame: look for it in every frame while it is lost.
+        self.tracker = FaceTracker(detector, verify_every=verify_every, max_retry_gap=0)
         self.mode = mode
         self.smoothing = smoothing
         self.min_cutoff, self.beta = min_cutoff, beta
