@@ -300,7 +300,8 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
     from talkinghead.data.crop import (crop_square, fit_boxes_in_frame, landmarks_to_crop, smooth_boxes,
                                        square_box_from_landmarks)
     from talkinghead.data.landmarks import detect_every_frame
-    from talkinghead.data.tracking import TrackCheck, fresh_landmarks, status_counts, track_landmarks
+    from talkinghead.data.tracking import (TrackCheck, fresh_landmarks, status_counts, stronger_detectors,
+                                           track_landmarks)
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -345,8 +346,9 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
         second_pass = iter(_Timed(iter_frames(source.path, count), seconds, "decode"))
     jpegs: list[bytes] = []
     crop_landmarks = np.full((count, 68, 2), np.nan, np.float32)
-    # The tracking check: the track against a fresh detection over the whole frame (HOG only: the
-    # CNN would cost more than the clip) on frames spread over the clip.
+    # The tracking check: the track against a fresh detection over the whole frame (HOG, then
+    # HOG on a frame twice as large; the CNN would cost more than the clip) on frames spread over it.
+    check_detectors = stronger_detectors(_detector(options.detector), cnn=False)
     check = TrackCheck()
     check_at = set(np.linspace(0, count - 1, options.check_frames).round().astype(int)) \
         if options.track and options.check_frames > 0 else set()
@@ -370,7 +372,8 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
             thumbs.append(draw_preview_thumb(crop, crop_landmarks[t]))
         if t in check_at:
             start = time.perf_counter()
-            check.add(t, landmarks[t] if valid[t] else None, fresh_landmarks(frame, _detector(options.detector)))
+            check.add(t, landmarks[t] if valid[t] else None,
+                      fresh_landmarks(frame, _detector(options.detector), check_detectors))
             seconds["check"] = seconds.get("check", 0.0) + time.perf_counter() - start
     frames.cache = None
     count = len(jpegs)

@@ -3,8 +3,8 @@ used by ``prepare``, ``animate`` (:func:`track_landmarks`) and ``live`` alike; a
 track against what a fresh detection sees (:func:`check_track`).
 
 A track is only as good as its agreement with an independent look at the same frame: dlib's
-detector over the whole frame (HOG; its CNN where HOG finds nothing) and the shape predictor in
-the detector's own box. :func:`check_track` makes that comparison on sampled frames; the
+detector over the whole frame (HOG; stronger detectors where HOG finds nothing) and the shape
+predictor in the detector's own box. :func:`check_track` makes that comparison on sampled frames; the
 tracking benchmark and ``talkinghead prepare`` (each clip's row in the index) report it.
 """
 
@@ -36,16 +36,25 @@ def landmark_error(landmarks: np.ndarray, reference: np.ndarray) -> float:
 
 
 def fresh_landmarks(frame: np.ndarray, detector: LandmarkDetector,
-                    fallback: LandmarkDetector | None = None) -> np.ndarray | None:
+                    fallbacks: Iterable[LandmarkDetector] = ()) -> np.ndarray | None:
     """(68, 2) landmarks of the largest face a detection over the whole (H, W, 3) RGB frame
-    finds (``fallback``, e.g. dlib's CNN, where ``detector`` finds none), or None."""
+    finds (the ``fallbacks`` in turn where ``detector`` finds none), or None.
+
+    The box is the detector's again in a window around the face where it can (``verify_box``):
+    a face under ~90 px in the downscaled frame (a small face in a 1080×1920 frame) gets a box
+    up to half again too large there, and the predictor stretches the face to fill it.
+    """
     image = to_gray(frame) if getattr(detector, "accepts_gray", False) else frame
     boxes = detector.detect_faces(image)
-    if len(boxes) == 0 and fallback is not None:
-        boxes = fallback.detect_faces(frame)
+    for fallback in fallbacks:
+        if len(boxes):
+            break
+        boxes = fallback.detect_faces(image if getattr(fallback, "accepts_gray", False) else frame)
     if len(boxes) == 0:
         return None
-    return detector.landmarks_in_box(image, boxes[0]).astype(np.float32)
+    verify = getattr(detector, "verify_box", None)
+    refined = verify(image, boxes[0]) if verify is not None else None
+    return detector.landmarks_in_box(image, boxes[0] if refined is None else refined).astype(np.float32)
 
 
 @dataclass
@@ -93,12 +102,14 @@ class TrackCheck:
 
 
 def check_track(frames: Iterable[tuple[int, np.ndarray]], landmarks: np.ndarray, detector: LandmarkDetector,
-                fallback: LandmarkDetector | None = None) -> TrackCheck:
-    """Compare a track's (T, 68, 2) ``landmarks`` (NaN where lost) with a fresh detection on
-    each ``(t, frame)`` of ``frames`` (the sampled frames, (H, W, 3) RGB)."""
+                fallbacks: Iterable[LandmarkDetector] = ()) -> TrackCheck:
+    """Compare a track's (T, 68, 2) ``landmarks`` (NaN where lost) with a fresh detection
+    (:func:`fresh_landmarks`) on each ``(t, frame)`` of ``frames`` (the sampled frames,
+    (H, W, 3) RGB)."""
     check = TrackCheck()
+    fallbacks = list(fallbacks)
     for t, frame in frames:
-        check.add(t, landmarks[t], fresh_landmarks(frame, detector, fallback))
+        check.add(t, landmarks[t], fresh_landmarks(frame, detector, fallbacks))
     return check
 
 
