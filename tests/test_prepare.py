@@ -79,7 +79,8 @@ def test_prepare_writes_readable_clips(prepared, sources):
     # each clip's tracking figures: frames by status, and the track against fresh detections
     for row in index["clips"]:
         tracking = row["tracking"]
-        assert tracking["frames"] == 30 == sum(tracking[k] for k in ("tracked", "verified", "redetected", "held", "lost"))
+        statuses = ("tracked", "verified", "redetected", "held", "lost")
+        assert tracking["frames"] == 30 == sum(tracking[k] for k in statuses)
         check = tracking["check"]
         assert check["sampled"] == 8 and check["checked"] + check["lost"] + check["no_face"] == 8
         assert check["checked"] >= 2 and check["off"] <= 1 and check["median"] < 0.1, (row["clip"], check)

@@ -4,8 +4,9 @@ track against what a fresh detection sees (:func:`check_track`).
 
 A track is only as good as its agreement with an independent look at the same frame: dlib's
 detector over the whole frame (HOG; stronger detectors where HOG finds nothing) and the shape
-predictor in the detector's own box. :func:`check_track` makes that comparison on sampled frames; the
-tracking benchmark and ``talkinghead prepare`` (each clip's row in the index) report it.
+predictor in the detector's own box. :func:`check_track` makes that comparison on sampled
+frames; the tracking benchmark and ``talkinghead prepare`` (each clip's row in the index)
+report it.
 """
 
 from __future__ import annotations
@@ -79,10 +80,6 @@ class TrackCheck:
         self.no_face.append(reference is None)
         self.lost.append(reference is not None and not has_track)
         self.errors.append(landmark_error(tracked, reference) if has_track and reference is not None else np.nan)
-
-    def extend(self, other: "TrackCheck") -> None:
-        for name in ("frames", "errors", "lost", "no_face"):
-            getattr(self, name).extend(getattr(other, name))
 
     @property
     def checked(self) -> np.ndarray:
