@@ -308,7 +308,7 @@ def landmark_extent(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
 
 def detector_box_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     """The (4,) box dlib's detector would most likely give for a face with these (68, 2)
-    landmarks (see ``_HOG_BOX_*``): what the tracker feeds the shape predictor."""
+    landmarks (see ``_HOG_BOX_*``): dlib's average framing, for landmarks without a detector box."""
     centre, extent = landmark_extent(landmarks)
     centre = centre + _HOG_BOX_OFFSET * extent
     half = _HOG_BOX_SCALE * extent / 2
