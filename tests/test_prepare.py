@@ -82,7 +82,7 @@ def test_prepare_writes_readable_clips(prepared, sources):
         statuses = ("tracked", "verified", "redetected", "held", "lost")
         assert tracking["frames"] == 30 == sum(tracking[k] for k in statuses)
         check = tracking["check"]
-        assert check["sampled"] == 8 and check["checked"] + check["lost"] + check["no_face"] == 8
+        assert check["sampled"] == 4 and check["checked"] + check["lost"] + check["no_face"] == 4
         assert check["checked"] >= 2 and check["off"] <= 1 and check["median"] < 0.1, (row["clip"], check)
     assert "tracking: 90 frames" in run["stdout"] and "tracking check: " in run["stdout"]
 

@@ -47,9 +47,9 @@ def add_parser(sub) -> None:
     p.add_argument("--min-valid", type=float_in(0.0, 1.0), default=0.5,
                    help="skip clips with a face in fewer than this fraction of frames (default 0.5)")
     p.add_argument("--max-frames", type=int_in(1), default=None, metavar="N", help="use at most N frames per clip")
-    p.add_argument("--check-frames", type=int_in(0, 1000), default=8, metavar="N",
+    p.add_argument("--check-frames", type=int_in(0, 1000), default=4, metavar="N",
                    help="frames per clip on which the track is checked against a fresh detection, "
-                        "for the index (default 8; 0: no check)")
+                        "for the index (default 4; 0: no check)")
     p.add_argument("--merge", nargs="+", metavar="DATASET",
                    help="rebuild DATASET's index; clips of further DATASETs are merged into the first")
     p.set_defaults(run=run)

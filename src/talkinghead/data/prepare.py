@@ -232,7 +232,7 @@ class PrepareOptions:
     track: bool = True
     #: Frames per clip (evenly spread) on which the track is compared with a fresh detection,
     #: for the index; 0: no check.
-    check_frames: int = 8
+    check_frames: int = 4
 
 
 _WORKER_DETECTOR = {}
