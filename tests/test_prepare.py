@@ -83,7 +83,9 @@ def test_prepare_writes_readable_clips(prepared, sources):
         assert tracking["frames"] == 30 == sum(tracking[k] for k in statuses)
         check = tracking["check"]
         assert check["sampled"] == 4 and check["checked"] + check["lost"] + check["no_face"] == 4
-        assert check["checked"] >= 2 and check["off"] <= 1 and check["median"] < 0.1, (row["clip"], check)
+        # in vox_aldridge_c's profile frames the detection finds no face, or only her chin
+        least = 1 if row["clip"] == "vox_aldridge_c" else 4
+        assert check["checked"] >= least and check["off"] == 0 and check["median"] < 0.05, (row["clip"], check)
     assert "tracking: 90 frames" in run["stdout"] and "tracking check: " in run["stdout"]
 
 
