@@ -512,7 +512,6 @@ class PrepareSummary:
                        f"{self.index['valid_frames']} valid frames -> {out_root / store.INDEX_NAME}")
         return out
 
-
     def tracking_lines(self) -> list[str]:
         """How often the tracker re-detected, held and lost the face, and the clips whose track
         is off a fresh detection by more than OFF_FACE on a checked frame."""
