@@ -134,6 +134,7 @@ def test_live_cli_runs_bounded_frames_and_records(driver_clip, live_avatar, tmp_
     text = capsys.readouterr().out
     assert code == 0, text
     assert "30 frames captured" in text
+    assert re.search(r"tracking: \d+ frames, \d+ re-detected, \d+ held, \d+ lost", text), text
     late = re.search(r"30 frames captured(?: \(\+(\d+) )?", text).group(1)
     written = int(re.search(r"wrote .*: (\d+) frames", text).group(1))
     frames = read_frames(out)

@@ -113,4 +113,8 @@ def run(args) -> int:
                                expression=expression_from_args(args))
     lost = f", face lost in {summary['lost']} frames (held)" if summary["lost"] else ""
     print(f"wrote {summary['output']}: {summary['frames']} frames at {summary['fps']:g} fps{lost}")
+    if summary["tracking"]:
+        from talkinghead.data.tracking import describe_tracking
+
+        print(describe_tracking(summary["tracking"]))
     return 0

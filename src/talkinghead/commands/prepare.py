@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
     p.add_argument("--min-valid", type=float_in(0.0, 1.0), default=0.5,
                    help="skip clips with a face in fewer than this fraction of frames (default 0.5)")
     p.add_argument("--max-frames", type=int_in(1), default=None, metavar="N", help="use at most N frames per clip")
+    p.add_argument("--check-frames", type=int_in(0, 1000), default=4, metavar="N",
+                   help="frames per clip on which the track is checked against a fresh detection, "
+                        "for the index (default 4; 0: no check)")
     p.add_argument("--merge", nargs="+", metavar="DATASET",
                    help="rebuild DATASET's index; clips of further DATASETs are merged into the first")
     p.set_defaults(run=run)
@@ -76,7 +79,7 @@ def run(args) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise TalkingHeadError(f"--max-frames {args.max_frames}: must be at least 1")
     options = PrepareOptions(size=args.size, min_valid=args.min_valid, max_frames=args.max_frames,
-                             detector=args.detector, preview=args.preview)
+                             detector=args.detector, preview=args.preview, check_frames=args.check_frames)
     # Fail early, in the parent, on an unknown or unavailable detector rather than per clip.
     from talkinghead.data.landmarks import get_detector
 

@@ -3,11 +3,7 @@
 The default back end is dlib: the HOG frontal face detector and the 68-point shape predictor
 (Kazemi & Sullivan 2014), loaded from the ``face_recognition_models`` package (offline).
 
-Speed is the point of :func:`track_landmarks`. On a 2-core CPU, HOG detection costs
-10–20 ms a frame even on a downscaled frame, the shape predictor ~2 ms. The predictor only
-needs a rough face box, so once a face is found the box for frame t is derived from the
-landmarks of frame t-1 and the detector runs only to (re)acquire a face or, every few
-frames, to verify the track in a small window around it.
+Tracking through video (detecting only when needed) is :mod:`talkinghead.data.tracking`.
 """
 
 from __future__ import annotations
@@ -15,14 +11,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import time
 from pathlib import Path
 from typing import Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
 from talkinghead.errors import NoFaceError, TalkingHeadError
-from talkinghead.progress import ProgressBar, ProgressCallback
 
 #: Index permutation that mirrors the 68-point scheme left↔right (for horizontal flips).
 MIRROR_68 = np.array(
@@ -314,7 +308,7 @@ def landmark_extent(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
 
 def detector_box_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     """The (4,) box dlib's detector would most likely give for a face with these (68, 2)
-    landmarks (see ``_HOG_BOX_*``): what the tracker feeds the shape predictor."""
+    landmarks (see ``_HOG_BOX_*``): dlib's average framing, for landmarks without a detector box."""
     centre, extent = landmark_extent(landmarks)
     centre = centre + _HOG_BOX_OFFSET * extent
     half = _HOG_BOX_SCALE * extent / 2
@@ -400,160 +394,15 @@ def nose_position(landmarks: np.ndarray) -> np.ndarray | float:
 
 # -- tracking ---------------------------------------------------------------------------------
 
-#: A tracked shape is rejected (and the face re-detected) when its extent is outside this
-#: range of the box it was predicted in (the predictor collapsed or blew up) ...
-_SPREAD_RANGE = (0.6, 1.6)
-#: ... when its centre is off the box centre by more than this fraction of the box side ...
-_MAX_CENTRE_OFFSET = 0.3
-#: ... or when the landmarks moved on average more than this fraction of the face extent
-#: since the previous frame (a head turn at 25 fps moves them ~1–5 %; a jump means the
-#: predictor latched onto something else).
-_MAX_JUMP = 0.2
-#: ... or when the face size drifted more than this factor from the last detector box (the
-#: per-frame checks cannot see a slow collapse of the shape, e.g. on a profile view).
-_MAX_SCALE_DRIFT = 1.3
+def track_landmarks(frames: Iterable[np.ndarray], detector: LandmarkDetector, redetect_every: int = 12,
+                    progress: bool = False, total: int | None = None,
+                    fallback: LandmarkDetector | None = None,
+                    on_progress=None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """:func:`talkinghead.data.tracking.track_landmarks` (where the tracker lives), kept here
+    for callers that import it from this module."""
+    from talkinghead.data.tracking import track_landmarks as track
 
-
-def _track_ok(points: np.ndarray, box: np.ndarray, previous: np.ndarray,
-              anchor_side: float | None = None) -> str | None:
-    """None if ``points`` (68, 2) look like a continued track, else the reason."""
-    if not np.isfinite(points).all():
-        return "lost"
-    centre, extent = landmark_extent(points)
-    if anchor_side:
-        drift = _HOG_BOX_SCALE * extent / anchor_side
-        if not (1 / _MAX_SCALE_DRIFT <= drift <= _MAX_SCALE_DRIFT):
-            return "scale"
-    side = float(box[2] - box[0])
-    ratio = extent / max(side, 1e-6)
-    if not (_SPREAD_RANGE[0] <= ratio * _HOG_BOX_SCALE <= _SPREAD_RANGE[1]):
-        return "spread"
-    expected = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]) - _HOG_BOX_OFFSET * extent
-    if np.abs(centre - expected).max() > _MAX_CENTRE_OFFSET * side:
-        return "offset"
-    jump = float(np.linalg.norm(points - previous, axis=1).mean()) / max(extent, 1e-6)
-    if jump > _MAX_JUMP:
-        return "jump"
-    return None
-
-
-def track_landmarks(
-    frames: Iterable[np.ndarray],
-    detector: LandmarkDetector,
-    redetect_every: int = 12,
-    progress: bool = False,
-    total: int | None = None,
-    fallback: LandmarkDetector | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """68 landmarks for every frame of a video, detecting only when needed.
-
-    For each frame: if the face was found in the previous frame, the shape predictor runs
-    in the box derived from those landmarks and the result is checked (spread vs box,
-    offset, jump vs previous frame); every ``redetect_every`` tracked frames the detector
-    verifies the track in a window around it (and re-anchors the box, so the track cannot
-    drift). A failed check, or no previous face, triggers a detection on the downscaled
-    frame (largest face; the one overlapping the old track if any). While the face is lost,
-    detection is retried with a growing gap (up to every 8th frame) to bound its cost.
-
-    Args:
-        frames: iterable of (H, W, 3) uint8 RGB frames (or (H, W) gray).
-        detector: a :class:`LandmarkDetector`.
-        redetect_every: frames between verifications of a running track.
-        progress: show a tqdm bar over frames.
-        total: number of frames, for the progress bar.
-        fallback: a slower, stronger detector (dlib's CNN) tried when re-detection right after a
-            lost track finds nothing (once per loss, so its cost stays bounded).
-        on_progress: called after each frame (:mod:`talkinghead.progress`); may raise to stop.
-
-    Returns:
-        landmarks (T, 68, 2) float32 in frame pixels, NaN where no face;
-        valid (T,) bool;
-        stats dict: frames, valid, detections, verifications, rejected (by reason),
-        seconds spent detecting / predicting, faces (max seen in one detection),
-        fallback_detections / fallback_found (how often ``fallback`` ran / found the face).
-    """
-    verify = getattr(detector, "verify_box", None)
-    accepts_gray = getattr(detector, "accepts_gray", False)
-    out: list[np.ndarray] = []
-    stats = {"frames": 0, "valid": 0, "detections": 0, "verifications": 0, "rejected": {},
-             "detect_s": 0.0, "predict_s": 0.0, "faces": 0, "fallback_detections": 0, "fallback_found": 0}
-    previous: np.ndarray | None = None  # landmarks of frame t-1 when it had a face
-    anchor_side: float | None = None  # side of the last detector box on this track
-    since_verified = 0
-    lost_run = 0  # consecutive frames without a face
-    next_detection = 0  # frame index of the next detection attempt while lost
-    nan = np.full((68, 2), np.nan, np.float32)
-
-    def timed(key, fn, *a):
-        start = time.perf_counter()
-        try:
-            return fn(*a)
-        finally:
-            stats[key] += time.perf_counter() - start
-
-    bar = ProgressBar(frames, "landmarks", show=progress, on_progress=on_progress, total=total, unit="frame",
-                      leave=False)
-    for t, frame in enumerate(bar):
-        image = to_gray(frame) if accepts_gray else frame
-        points = None
-        old_box = None
-        if previous is not None:
-            old_box = detector_box_from_landmarks(previous)
-            candidate = timed("predict_s", detector.landmarks_in_box, image, old_box)
-            reason = _track_ok(candidate, old_box, previous, anchor_side)
-            if reason is None and since_verified >= redetect_every:
-                stats["verifications"] += 1
-                if verify is not None:
-                    anchor = timed("detect_s", verify, image, detector_box_from_landmarks(candidate))
-                    if anchor is None:
-                        reason = "verify"
-                    else:  # re-anchor on the detector's own box: no drift
-                        candidate = timed("predict_s", detector.landmarks_in_box, image, anchor)
-                        since_verified = 0
-                        anchor_side = float(anchor[2] - anchor[0])
-                else:
-                    reason = "verify"  # no cheap check: fall back to a full detection
-            if reason is None:
-                points = candidate
-                since_verified += 1
-            else:
-                stats["rejected"][reason] = stats["rejected"].get(reason, 0) + 1
-        attempted = points is None and (previous is not None or t >= next_detection)
-        if attempted:
-            boxes = timed("detect_s", detector.detect_faces, image)
-            stats["detections"] += 1
-            if len(boxes) == 0 and fallback is not None and old_box is not None:
-                fallback_image = frame if accepts_gray and not getattr(fallback, "accepts_gray", False) else image
-                boxes = timed("detect_s", fallback.detect_faces, fallback_image)
-                stats["fallback_detections"] += 1
-                stats["fallback_found"] += int(len(boxes) > 0)
-            stats["faces"] = max(stats["faces"], len(boxes))
-            if len(boxes):
-                box = boxes[0]
-                if old_box is not None:  # keep following the same person if they are still there
-                    overlaps = [box_iou(b, old_box) for b in boxes]
-                    if max(overlaps) > 0.3:
-                        box = boxes[int(np.argmax(overlaps))]
-                points = timed("predict_s", detector.landmarks_in_box, image, box)
-                since_verified = 0
-                anchor_side = float(box[2] - box[0])
-        if points is None or not np.isfinite(points).all():
-            previous = None
-            lost_run += 1
-            if attempted:  # back off: every frame for 3 lost frames, then gaps growing to 7 frames
-                next_detection = t + 1 + min(lost_run // 4, 7)
-            out.append(nan)
-        else:
-            previous = points.astype(np.float32)
-            lost_run = 0
-            stats["valid"] += 1
-            out.append(previous)
-        stats["frames"] += 1
-    bar.close()
-    landmarks = np.stack(out) if out else np.zeros((0, 68, 2), np.float32)
-    valid = np.isfinite(landmarks).all(axis=(1, 2))
-    return landmarks, valid, stats
+    return track(frames, detector, redetect_every, progress, total, fallback, on_progress)
 
 
 def detect_every_frame(frames: Iterable[np.ndarray], detector: LandmarkDetector) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """`talkinghead prepare`: videos → a data set of square face crops with 68 landmarks.
 
-Per clip: decode (PyAV) → track landmarks (:func:`landmarks.track_landmarks`) → crop boxes
+Per clip: decode (PyAV) → track landmarks (:func:`tracking.track_landmarks`) → crop boxes
 from landmarks, smoothed over time (:mod:`crop`) → crop + resize every frame → JPEG →
 one clip file (:func:`store.write_clip`, atomic). Clips run in parallel in a process pool,
 one detector per worker; an existing clip file is "already done" (resumable), and
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -224,6 +225,8 @@ class ClipResult:
     damaged: int = 0  # frames lost to damaged packets in the video (skipped by the decoder)
     source: str = ""  # the clip's file or folder, for messages
     preview: list = field(default_factory=list)  # (S', S', 3) thumbnails with landmarks
+    #: Frames by tracking status and the check against fresh detections (as in the index row).
+    tracking: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -236,6 +239,9 @@ class PrepareOptions:
     quality: int = 95
     #: False: detect the face in every frame instead of tracking (the benchmark's reference).
     track: bool = True
+    #: Frames per clip (evenly spread) on which the track is compared with a fresh detection,
+    #: for the index; 0: no check.
+    check_frames: int = 4
 
 
 _WORKER_DETECTOR = {}
@@ -303,7 +309,9 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
     the clip cannot be written (a full disk, a read-only folder) returns "unwritable"."""
     from talkinghead.data.crop import (crop_square, fit_boxes_in_frame, landmarks_to_crop, smooth_boxes,
                                        square_box_from_landmarks)
-    from talkinghead.data.landmarks import detect_every_frame, track_landmarks
+    from talkinghead.data.landmarks import detect_every_frame
+    from talkinghead.data.tracking import (TrackCheck, fresh_landmarks, status_counts, stronger_detectors,
+                                           track_landmarks)
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -348,6 +356,12 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
         second_pass = iter(_Timed(iter_frames(source.path, count), seconds, "decode"))
     jpegs: list[bytes] = []
     crop_landmarks = np.full((count, 68, 2), np.nan, np.float32)
+    # The tracking check: the track against a fresh detection over the whole frame (HOG, then
+    # HOG on a frame twice as large; the CNN would cost more than the clip) on frames spread over it.
+    check_detectors = stronger_detectors(_detector(options.detector), cnn=False)
+    check = TrackCheck()
+    check_at = set(np.linspace(0, count - 1, options.check_frames).round().astype(int)) \
+        if options.track and options.check_frames > 0 else set()
     preview_at = set(np.flatnonzero(valid)[np.linspace(0, n_valid - 1, PREVIEW_PER_CLIP).round().astype(int)]) \
         if options.preview else set()
     thumbs = []
@@ -366,6 +380,11 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
         seconds["jpeg"] = seconds.get("jpeg", 0.0) + time.perf_counter() - start
         if t in preview_at:
             thumbs.append(draw_preview_thumb(crop, crop_landmarks[t]))
+        if t in check_at:
+            start = time.perf_counter()
+            check.add(t, landmarks[t] if valid[t] else None,
+                      fresh_landmarks(frame, _detector(options.detector), check_detectors))
+            seconds["check"] = seconds.get("check", 0.0) + time.perf_counter() - start
     frames.cache = None
     count = len(jpegs)
     valid = valid[:count]
@@ -380,6 +399,9 @@ def prepare_clip(source: ClipSource, out_root: Path, options: PrepareOptions) ->
         "height": height,
         "detector": getattr(_detector(options.detector), "name", options.detector),
     }
+    if options.track:
+        result.tracking = {**status_counts(stats), "check": check.summary()}
+        meta["tracking"] = json.dumps(result.tracking)
     start = time.perf_counter()
     try:
         store.write_clip(out_root / source.relpath, jpegs, crop_landmarks[:count], valid, boxes[:count], meta)
@@ -493,6 +515,7 @@ class PrepareSummary:
         damaged = [f"{r.clip} ({r.damaged})" for r in self.done + self.skipped if r.damaged]
         if damaged:
             out.append(f"damaged frames skipped (undecodable packets): {', '.join(damaged)}")
+        out += self.tracking_lines()
         several = [r.clip for r in self.done if r.faces > 1]
         if several:
             out.append(f"several faces, picked the largest: {', '.join(several)}")
@@ -501,6 +524,26 @@ class PrepareSummary:
             out.append(f"index: {len(self.index['clips'])} clips, {self.index['identities']} identities, "
                        f"{self.index['valid_frames']} valid frames -> {out_root / store.INDEX_NAME}")
         return out
+
+    def tracking_lines(self) -> list[str]:
+        """How often the tracker re-detected, held and lost the face, and the clips whose track
+        is off a fresh detection by more than OFF_FACE on a checked frame."""
+        from talkinghead.data.tracking import OFF_FACE, describe_tracking
+
+        tracked = [r for r in self.done if r.tracking]
+        if not tracked:
+            return []
+        totals = Counter()
+        for r in tracked:
+            totals.update({k: v for k, v in r.tracking.items() if k != "check"})
+        checks = [(r.clip, r.tracking["check"]) for r in tracked]
+        checked = sum(c["checked"] for _, c in checks)
+        off = [f"{clip} ({c['off']} of {c['checked']})" for clip, c in checks if c["off"]]
+        worst = max((c["max"] for _, c in checks if c["max"] is not None), default=0.0)
+        return [f"{describe_tracking(totals)} (in {len(tracked)} clips)",
+                f"tracking check: {checked} sampled frames against a fresh detection, largest error "
+                f"{worst:.2f} inter-ocular distances; off by > {OFF_FACE} in {len(off)} clips"
+                + (f": {', '.join(off)}" if off else "")]
 
 
 def prepare_dataset(sources: list[str], out_root: str | os.PathLike, options: PrepareOptions,

@@ -14,7 +14,8 @@ One safetensors file per clip holds:
     valid      uint8  (T,)             1 where a face and its landmarks were found
     boxes      float32 (T, 3)          crop square in source pixels: (centre x, centre y, side)
 
-and string metadata (identity, video, clip, source, fps, size, frames, valid_frames).
+and string metadata (identity, video, clip, source, fps, size, frames, valid_frames, and the
+tracking figures as JSON).
 
 Why: a loader needs random access to a few frames of a clip (K + 1 per episode) without
 decoding a video; safetensors memory-maps the file and reads a slice of ``jpeg`` directly,
@@ -27,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -58,6 +59,9 @@ class ClipInfo:
     fps: float
     size: int
     source: str
+    #: ``prepare``'s tracking figures (docs/data-format.md): frames by tracking status and
+    #: ``check``, the track against fresh detections on sampled frames. Empty when not recorded.
+    tracking: dict = field(default_factory=dict)
 
 
 def clip_relpath(identity: str, clip: str) -> str:
@@ -185,7 +189,17 @@ def read_clip_info(root: Path, relpath: str) -> ClipInfo:
         fps=float(m.get("fps", 25.0)),
         size=int(m.get("size", 0)),
         source=m.get("source", ""),
+        tracking=_json_dict(m.get("tracking", "")),
     )
+
+
+def _json_dict(text: str) -> dict:
+    """A JSON object from clip metadata; {} when absent or not an object."""
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def build_index(root: str | os.PathLike) -> dict:

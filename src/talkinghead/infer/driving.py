@@ -29,6 +29,9 @@ class DrivingTrack:
     lost: int  # frames where the face was lost (held)
     video: Path | None = None  # the driving video, for side-by-side and audio
     notes: list[str] = field(default_factory=list)  # what the user should know (damaged or lost frames)
+    #: Frames by tracking status (:func:`talkinghead.data.tracking.status_counts`: frames,
+    #: tracked, verified, redetected, held, lost) when the track came from a video; empty otherwise.
+    tracking: dict = field(default_factory=dict)
 
 
 def hold_lost_frames(landmarks: np.ndarray) -> tuple[np.ndarray, int]:
@@ -51,8 +54,9 @@ def track_from_video(path: str | os.PathLike, detector=None, progress: bool = Tr
                      on_progress: ProgressCallback | None = None) -> DrivingTrack:
     """Detect and track 68 landmarks through a driving video (faces lost in some frames are held).
     What the user should hear about (undecodable frames, lost faces, several people) is logged
-    and kept in the track's ``notes``."""
-    from talkinghead.data.landmarks import get_detector, track_landmarks
+    and kept in the track's ``notes``; ``tracking`` counts frames by tracking status."""
+    from talkinghead.data.landmarks import get_detector
+    from talkinghead.data.tracking import describe_tracking, status_counts, track_landmarks
     from talkinghead.data.video import iter_frames, probe_video
 
     path = Path(path)
@@ -79,7 +83,8 @@ def track_from_video(path: str | os.PathLike, detector=None, progress: bool = Tr
         notes.append(f"{path.name}: face lost in {lost} of {len(filled)} frames; held the last good pose")
     if stats.get("faces", 0) > 1:
         notes.append(f"{path.name}: {stats['faces']} faces in view; followed one of them")
-    return DrivingTrack(filled, info.fps, lost, path, notes)
+    log.info("%s: %s", path, describe_tracking(stats))
+    return DrivingTrack(filled, info.fps, lost, path, notes, status_counts(stats))
 
 
 def track_from_npy(path: str | os.PathLike, fps: float = 25.0) -> DrivingTrack:
@@ -134,7 +139,8 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
     between shots over consecutive frames (``Avatar.animate(consecutive=True)``).
     ``expression``: an :class:`~talkinghead.infer.expression.Expression` applied to the adapted
     landmarks (``--eyes``, ``--lips``). ``on_progress`` receives rendering and writing steps.
-    Returns a summary dict (frames, fps, lost, output, size).
+    Returns a summary dict (frames, fps, lost, output, size, tracking: the track's frames by
+    tracking status, empty for a .npy track).
     """
     from talkinghead.data.video import iter_frames, write_video
 
@@ -172,4 +178,5 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
 
     rate = fps or track.fps
     count = write_video(output, frames(), rate, audio_from=str(track.video) if track.video else None)
-    return {"frames": count, "fps": rate, "lost": track.lost, "output": str(output), "size": avatar.size}
+    return {"frames": count, "fps": rate, "lost": track.lost, "output": str(output), "size": avatar.size,
+            "tracking": dict(track.tracking)}

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from talkinghead.data.landmarks import box_iou, detector_box_from_landmarks
+from talkinghead.data.tracking import FaceTracker
 from talkinghead.data.sketch import landmarks_to_sketch, sketch_to_tensor
 from talkinghead.errors import TalkingHeadError
 from talkinghead.infer.reenact import adapt_landmarks
@@ -140,74 +140,19 @@ class LatestSlot:
             return self._closed and self._item is None
 
 
-# -- streaming tracker ------------------------------------------------------------------------
-
-class StreamingTracker:
-    """Per-frame 68-point tracking for live input (the streaming form of
-    :func:`talkinghead.data.landmarks.track_landmarks`): the shape predictor runs in the box of
-    the previous frame's landmarks (~1 ms); every ``verify_every`` frames the detector checks
-    that a face is still there (~5 ms, so a face leaving the picture is noticed within that
-    many frames); a full detection (~20 ms) runs when there is no track or it failed."""
-
-    def __init__(self, detector, verify_every: int = 3):
-        from talkinghead.data.landmarks import _track_ok
-
-        self.detector = detector
-        self.verify_every = max(1, int(verify_every))
-        self._check = _track_ok
-        self.previous: np.ndarray | None = None
-        self.anchor_side: float | None = None
-        self.since_verified = 0
-        self.faces_seen = 0  # most faces found in one detection (several people in view)
-
-    def __call__(self, image: np.ndarray) -> tuple[np.ndarray | None, bool]:
-        """(H, W, 3) RGB → ((68, 2) landmarks in image pixels or None when no face is found,
-        whether the detector confirmed the face in this frame)."""
-        from talkinghead.data.landmarks import to_gray
-
-        gray = to_gray(image) if getattr(self.detector, "accepts_gray", False) else image
-        old_box = None
-        if self.previous is not None:
-            old_box = detector_box_from_landmarks(self.previous)
-            points = self.detector.landmarks_in_box(gray, old_box)
-            if self._check(points, old_box, self.previous, self.anchor_side) is None:
-                if self.since_verified + 1 < self.verify_every:
-                    self.since_verified += 1
-                    self.previous = points.astype(np.float32)
-                    return self.previous, False
-                verify = getattr(self.detector, "verify_box", None)
-                anchor = verify(gray, detector_box_from_landmarks(points)) if verify is not None else None
-                if anchor is not None:  # re-anchor on the detector's own box: no drift
-                    return self._predict(gray, anchor), True
-        boxes = self.detector.detect_faces(gray)
-        self.faces_seen = max(self.faces_seen, len(boxes))
-        if len(boxes) == 0:
-            self.previous = None
-            return None, False
-        box = boxes[0]
-        if old_box is not None:  # keep following the same person
-            overlaps = [box_iou(b, old_box) for b in boxes]
-            if max(overlaps) > 0.3:
-                box = boxes[int(np.argmax(overlaps))]
-        return self._predict(gray, box), True
-
-    def _predict(self, gray: np.ndarray, box: np.ndarray) -> np.ndarray:
-        self.previous = self.detector.landmarks_in_box(gray, box).astype(np.float32)
-        self.anchor_side = float(box[2] - box[0])
-        self.since_verified = 0
-        return self.previous
-
-
 class LiveDriver:
-    """Driver frame → the avatar's landmarks: track, smooth (One-Euro), adapt (relative mode
-    with the first good frame as the driver's neutral face, or absolute). When the face is lost
-    it holds the last pose the detector confirmed (frames tracked since then may already have
-    slipped off the face). One per live session: it keeps the driver's state."""
+    """Driver frame → the avatar's landmarks: track (:class:`~talkinghead.data.tracking.FaceTracker`,
+    the one ``prepare`` and ``animate`` use, with the detector's check every ``verify_every``
+    frames), smooth (One-Euro), adapt (relative mode with the first good frame as the driver's
+    neutral face, or absolute). When the face is lost it holds the last pose the detector
+    confirmed (frames tracked since then may already have slipped off the face). One per live
+    session: it keeps the driver's state; ``tracker.stats`` counts frames by tracking status."""
 
     def __init__(self, avatar_landmarks: np.ndarray, detector, mode: str = "relative",
                  smoothing: bool = True, min_cutoff: float = 1.5, beta: float = 1.0, verify_every: int = 3):
         self.avatar_landmarks = np.asarray(avatar_landmarks, np.float32)
-        self.tracker = StreamingTracker(detector, verify_every=verify_every)
+        # A camera's face may come back any frame: look for it in every frame while it is lost.
+        self.tracker = FaceTracker(detector, verify_every=verify_every, max_retry_gap=0)
         self.mode = mode
         self.smoothing = smoothing
         self.min_cutoff, self.beta = min_cutoff, beta
@@ -223,7 +168,8 @@ class LiveDriver:
 
     def __call__(self, image: np.ndarray, timestamp: float) -> tuple[np.ndarray, str]:
         """Returns ((68, 2) landmarks in the avatar's crop, face state "ok"/"lost"/"none")."""
-        points, confirmed = self.tracker(image)
+        tracked = self.tracker(image)
+        points, confirmed = tracked.landmarks, tracked.confirmed
         if points is None:
             self.lost_frames += 1
             if self.last_confirmed is None:

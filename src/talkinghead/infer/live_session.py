@@ -64,6 +64,7 @@ def run_live(args, serve=None) -> int:
     import torch
 
     from talkinghead.data.landmarks import get_detector
+    from talkinghead.data.tracking import describe_tracking
     from talkinghead.signals import stop_requests
 
     if args.threads:
@@ -142,6 +143,7 @@ def run_live(args, serve=None) -> int:
         print(f"face lost in {s['face_lost']} shown frames: held the last good pose")
     if s["no_face"]:
         print(f"no face in view for {s['no_face']} shown frames: showed the avatar's own pose")
+    print(describe_tracking(driver.tracker.stats))
     if recorder is not None:
         extra = f", {recorder.skipped} skipped while the encoder was busy" if recorder.skipped else ""
         print(f"wrote {args.output}: {recorder.written} frames, {recorder.seconds:.2f} s "
