@@ -23,6 +23,7 @@ from talkinghead.data.sketch import landmarks_to_sketch
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path, ensure_writable_dir
 from talkinghead.infer.bundled import ASSETS, resolve_checkpoint
+from talkinghead.infer.reenact import mouth_opening  # noqa: F401  (the self-check's measure; imported from here)
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,6 @@ def bundled_source() -> np.ndarray:
 def bundled_track() -> tuple[np.ndarray, float]:
     meta = json.loads(DEMO_TRACK.with_suffix(".json").read_text())
     return np.load(DEMO_TRACK, allow_pickle=False), float(meta["fps"])
-
-
-def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-    """(T, 68, 2) → (T,) inner-lip gap divided by the inter-ocular distance."""
-    gap = np.linalg.norm(landmarks[:, 66] - landmarks[:, 62], axis=-1)
-    iod = np.linalg.norm(landmarks[:, 45] - landmarks[:, 36], axis=-1)
-    return gap / np.maximum(iod, 1e-6)
 
 
 def frame_strip(sketches: np.ndarray, frames: np.ndarray, count: int = 8) -> np.ndarray:

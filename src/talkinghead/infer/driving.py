@@ -130,7 +130,7 @@ def smoothed(track: DrivingTrack) -> DrivingTrack:
 
 
 def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mode: str = "relative",
-                     reference: str | int = "first", side_by_side: bool = False, paste: bool = False,
+                     reference: str | int = "neutral", side_by_side: bool = False, paste: bool = False,
                      batch_size: int = 16, fps: float | None = None, progress: bool = True,
                      smooth: bool = True, expression=None, on_progress: ProgressCallback | None = None) -> dict:
     """Render ``avatar`` following ``track`` and write an H.264 mp4 (with the driver's audio).
