@@ -269,11 +269,27 @@ def _check_fields(section, name: str, minimum: dict | None = None, positive: tup
 
 
 @dataclass
+class MouthConfig:
+    """The mouth's inside (not in the paper; :mod:`talkinghead.data.mouth`)."""
+
+    #: Distrust a warped shot inside the target's inner lips where the target opens wider than
+    #: the shot (the shot's lips and teeth would be stretched there): the guide's trust falls
+    #: to 0 over ``distrust_ramp`` inter-ocular distances of extra opening. False: the paper-free
+    #: guide as the bundled model was trained with.
+    guide_distrust: bool = True
+    distrust_ramp: float = 0.15
+
+    def validate(self) -> None:
+        _check_fields(self, "mouth", positive=("distrust_ramp",))
+
+
+@dataclass
 class Config:
     preset: str = "paper"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    mouth: MouthConfig = field(default_factory=MouthConfig)
 
     # -- serialisation -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -303,6 +319,7 @@ class Config:
             model=build(ModelConfig, data.get("model")),
             loss=build(LossConfig, data.get("loss")),
             train=build(TrainConfig, data.get("train")),
+            mouth=build(MouthConfig, data.get("mouth")),
         )
 
     @classmethod
@@ -336,6 +353,7 @@ class Config:
         self.model.validate()
         self.loss.validate()
         self.train.validate()
+        self.mouth.validate()
 
 
 #: Settings added after checkpoints were already written, with the value that reproduces what
