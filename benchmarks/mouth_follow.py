@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the CLI's)")
     parser.add_argument("--clips", type=int, default=0, help="only the first N dev clips (0: all)")
     parser.add_argument("--no-cross", action="store_true", help="skip the cross-person pairs")
+    parser.add_argument("--frames", type=int, default=60, help="driving frames per clip (default 60)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     args = parser.parse_args()
     import torch
 
@@ -100,7 +102,7 @@ def main() -> None:
         driver, _valid = clip_track(clip)
         half = len(driver) // 2
         avatar = Avatar.from_images(even_frames(clip, SHOTS, half), finetune_steps=args.steps, progress=False)
-        rows.append((clip.name, follow(avatar, driver[half:], clip.fps)))
+        rows.append((clip.name, follow(avatar, driver[half:half + args.frames], clip.fps, args.modes)))
         print(clip.name, {k: round(v, 3) for k, v in rows[-1][1].items()}, flush=True)
     table(rows, f"dev clip ({SHOTS} shots, self-driven)")
     if not args.no_cross:
@@ -109,7 +111,7 @@ def main() -> None:
         for portrait in PORTRAITS:
             avatar = Avatar.from_images([FACES / portrait], finetune_steps=args.steps, progress=False)
             for name, clip in drivers.items():
-                cross.append((f"{Path(portrait).stem} ← {name}", follow(avatar, clip_track(clip)[0], clip.fps,
+                cross.append((f"{Path(portrait).stem} ← {name}", follow(avatar, clip_track(clip)[0][:args.frames], clip.fps,
                                                                        ("old default", "default"))))
                 print(cross[-1][0], {k: round(v, 3) for k, v in cross[-1][1].items()}, flush=True)
         table(cross, "portrait ← dev clip (1 shot)")

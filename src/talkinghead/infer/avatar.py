@@ -63,6 +63,11 @@ def _stack_inputs(crops: np.ndarray, landmarks: np.ndarray, device) -> tuple[Ten
     return frames, sketches
 
 
+#: Gaussian σ (network pixels) that makes a drawn mouth interior as soft as a face enlarged from
+#: the network's resolution.
+MOUTH_BLUR = 0.6
+
+
 class Avatar:
     """A person-specific generator: G' with AdaIN parameters ψ', ready to render any landmarks."""
 
@@ -225,7 +230,7 @@ class Avatar:
 
     def animate(self, landmarks: np.ndarray, batch_size: int = 16, progress: bool = True,
                 half: bool = False, consecutive: bool = True, shot_smoothing: float = SHOT_SMOOTHING,
-                on_progress: ProgressCallback | None = None) -> np.ndarray:
+                on_progress: ProgressCallback | None = None, mouths: bool = True) -> np.ndarray:
         """Render one frame per landmark set.
 
         Args:
@@ -237,6 +242,8 @@ class Avatar:
                 (:data:`~talkinghead.data.warp.SHOT_SMOOTHING`). False for unrelated poses.
             shot_smoothing: that cross-fade's weight on the newest frame (1: no cross-fade).
             on_progress: called after each batch (:mod:`talkinghead.progress`); may raise to stop.
+            mouths: draw mouth interiors (:meth:`draw_mouths`) on the rendered crops; False when
+                the caller draws them later at another resolution (a frame pasted back).
         Returns:
             (T, S, S, 3) uint8 RGB frames.
         """
@@ -258,7 +265,47 @@ class Avatar:
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 images = self.render(sketches, chunk, None if bias is None else bias[start:start + len(chunk)])
             out[start:start + len(chunk)] = tensor_to_image(images)
+        if mouths:
+            self.draw_mouths(out, landmarks)
         return out
+
+    def mouth_levels(self, landmarks: np.ndarray) -> np.ndarray:
+        """(T, 68, 2) target landmarks → (T,) opacity of the drawn mouth interior: 0 where some
+        shot opens as wide as the target (the warped shot guides the mouth), rising to 1 over
+        ``mouth.distrust_ramp`` inter-ocular distances wider; all 0 with ``mouth.draw_interior`` off."""
+        from talkinghead.data.mouth import lip_opening
+        from talkinghead.infer.mouth_interior import interior_level
+
+        landmarks = np.asarray(landmarks, np.float32)
+        if not self.config.mouth.draw_interior or not len(landmarks):
+            return np.zeros(len(landmarks))
+        opening = lip_opening(torch.from_numpy(landmarks)).numpy()
+        shots = lip_opening(torch.from_numpy(self.landmarks)).numpy()
+        return interior_level(opening, shots, self.config.mouth.distrust_ramp)
+
+    def mouth_palette(self):
+        """The person's mouth colours (:func:`~talkinghead.infer.mouth_interior.mouth_palette`),
+        from the shot whose lips open widest (the one most likely to show teeth)."""
+        if getattr(self, "_mouth_palette", None) is None:
+            from talkinghead.data.mouth import lip_opening
+            from talkinghead.infer.mouth_interior import mouth_palette
+
+            widest = int(lip_opening(torch.from_numpy(self.landmarks)).argmax())
+            self._mouth_palette = mouth_palette(self.crops[widest], self.landmarks[widest])
+        return self._mouth_palette
+
+    def draw_mouths(self, frames: np.ndarray, landmarks: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
+        """Draw mouth interiors into finished (T, H, W, 3) uint8 frames (in place, at their own
+        resolution: a crop at any size, or a frame pasted back) given the target landmarks
+        (T, 68, 2) in those frames' pixels. ``enlarged``: the frames' pixels per network pixel
+        where the face was upsampled (the interior is made as soft). Returns ``frames``."""
+        from talkinghead.infer.mouth_interior import draw_interiors
+
+        levels = self.mouth_levels(landmarks)
+        if levels.any():
+            draw_interiors(frames, np.asarray(landmarks, np.float64), levels, self.mouth_palette(),
+                           blur=MOUTH_BLUR * enlarged if enlarged > 1 else 0.0)
+        return frames
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from talkinghead.data.crop import crop_to_image
 from talkinghead.data.sketch import landmarks_to_sketch
 from talkinghead.errors import TalkingHeadError
 from talkinghead.progress import ProgressCallback, report
@@ -158,13 +159,16 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
 
         adapted = apply_expression(adapted, expression)
     rendered = avatar.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth,
-                              on_progress=on_progress)
+                              on_progress=on_progress, mouths=not paste)
 
     def frames():
         drivers = iter_frames(track.video) if (side_by_side and track.video is not None) else None
         for t, image in enumerate(rendered):
             report(on_progress, "writing", t, len(rendered))
             out = paste_back(avatar.source_image, image, avatar.source_box) if paste else image
+            if paste:  # the mouth's inside is drawn at the photo's resolution
+                out = avatar.draw_mouths(out[None], crop_to_image(adapted[t], avatar.source_box, avatar.size)[None],
+                                     float(avatar.source_box[2]) / avatar.size)[0]
             if side_by_side:
                 height = out.shape[0]
                 sketch = landmarks_to_sketch(adapted[t], avatar.size)
