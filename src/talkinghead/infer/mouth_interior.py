@@ -26,6 +26,12 @@ TOOTH_EDGES = 0.5 + np.array([0.0, 0.085, 0.155, 0.215, 0.265, 0.31, 0.35, 0.39]
 UPPER_TEETH = 0.13
 LOWER_TEETH = 0.06
 TONGUE = 0.35
+#: Lower teeth show from this opening on (inner gap over inner width), fully 0.15 later.
+LOWER_TEETH_FROM = 0.25
+#: Teeth lie in the mouth's shade: their colour is scaled by this (the lower teeth by 0.8 of it).
+TEETH_SHADE = 0.88
+#: The cavity's colour: the lips' scaled per channel (a dark red-brown).
+CAVITY = (0.24, 0.13, 0.13)
 
 
 @dataclass
@@ -65,7 +71,7 @@ def mouth_palette(image: np.ndarray, landmarks: np.ndarray) -> MouthPalette:
         bright = shown[(light > np.percentile(face_pixels.mean(1), 60)) & (shown.std(1) < 28)]
         if len(bright) >= 6:
             teeth = np.percentile(bright, 60, axis=0)
-    cavity = lips * np.array([0.24, 0.13, 0.13])
+    cavity = lips * np.array(CAVITY)
     tongue = lips * np.array([0.92, 0.62, 0.62])
     return MouthPalette(lips.astype(np.float32), np.clip(teeth, 0, 255).astype(np.float32),
                         cavity.astype(np.float32), tongue.astype(np.float32))
@@ -150,12 +156,12 @@ def draw_interior(image: np.ndarray, landmarks: np.ndarray, level: float, palett
     upper_h = UPPER_TEETH * width * round_tip * (1 - 0.35 * side)
     upper = _smooth(upper_h - d_top, soft) * _smooth(0.8 - side, 2 * soft / width)
     shadow = (0.72 + 0.28 * np.clip(d_top / np.maximum(0.35 * upper_h, 1e-6), 0, 1))[..., None]
-    teeth_up = palette.teeth[None, None] * 0.88 * recede * shadow * gaps_between[..., None]
+    teeth_up = palette.teeth[None, None] * TEETH_SHADE * recede * shadow * gaps_between[..., None]
     colour = colour * (1 - upper[..., None]) + teeth_up * upper[..., None]
 
-    lower_h = LOWER_TEETH * width * round_tip * np.clip((gap / width - 0.25) / 0.15, 0, 1)
+    lower_h = LOWER_TEETH * width * round_tip * np.clip((gap / width - LOWER_TEETH_FROM) / 0.15, 0, 1)
     lower = _smooth(lower_h - d_bot, soft) * _smooth(0.62 - side, 2 * soft / width)
-    teeth_low = palette.teeth[None, None] * 0.7 * recede * gaps_between[..., None]
+    teeth_low = palette.teeth[None, None] * 0.8 * TEETH_SHADE * recede * gaps_between[..., None]
     colour = colour * (1 - lower[..., None]) + teeth_low * lower[..., None]
 
     sigma = max(0.5, width / 90, blur)
