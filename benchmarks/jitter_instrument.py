@@ -26,7 +26,7 @@ from talkinghead.eval.protocol import Scorer, jitter_run, load_samples, select_f
 from talkinghead.eval.splits import load_split
 from talkinghead.infer.avatar import Avatar
 from talkinghead.infer.bundled import resolve_checkpoint
-from talkinghead.train.steps import build_content_loss
+from talkinghead.losses import build_content_loss
 
 INSTRUMENTS = {"as is": (0, 0.0), "blurred σ=1": (0, 1.0), "enlarged 256": (256, 0.0), "enlarged 512": (512, 0.0)}
 

@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from talkinghead.infer.avatar import Avatar, _with_overrides
+    from talkinghead.checkpoint import with_overrides
+    from talkinghead.infer.avatar import Avatar
     from talkinghead.infer.bundled import resolve_checkpoint
     from talkinghead.checkpoint import load_checkpoint
     from talkinghead.validation import check_device, check_input_path, check_output_file
@@ -44,7 +45,7 @@ def run(args) -> int:
     check_device(args.device)
     ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
     if args.set:
-        ckpt = _with_overrides(ckpt, args.set)
+        ckpt = with_overrides(ckpt, args.set)
     for source in args.sources:
         check_input_path(source, "source")
     sources = args.sources[0] if len(args.sources) == 1 else args.sources

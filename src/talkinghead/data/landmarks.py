@@ -86,7 +86,8 @@ def _model_file(name: str) -> str:
     return str(path)
 
 
-def _import_dlib():
+def import_dlib():
+    """The dlib module, or a clear error naming the package to install."""
     try:
         import dlib
     except ImportError:
@@ -97,7 +98,7 @@ def _import_dlib():
 @functools.lru_cache(maxsize=None)
 def _dlib_models(use_cnn: bool):
     """(detector, shape predictor), loaded once per process (the predictor file is 100 MB)."""
-    dlib = _import_dlib()
+    dlib = import_dlib()
     predictor = dlib.shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat"))
     if use_cnn:
         detector = dlib.cnn_face_detection_model_v1(_model_file("mmod_human_face_detector.dat"))
@@ -138,7 +139,7 @@ class DlibLandmarkDetector:
         #: misses on the shared clips) with no false positive seen; confident boxes still win.
         self.threshold = float(threshold)
         self.name = "dlib-cnn" if use_cnn else "dlib"
-        self._dlib = _import_dlib()
+        self._dlib = import_dlib()
         self._detector, self._predictor = _dlib_models(self.use_cnn)
 
     # public API --------------------------------------------------------------------------

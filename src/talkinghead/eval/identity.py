@@ -26,9 +26,9 @@ class FaceIdentity:
     """Face-recognition embeddings via dlib (detects the face when no landmarks are given)."""
 
     def __init__(self, detector=None):
-        from talkinghead.data.landmarks import _import_dlib, dlib_model_dir, get_detector
+        from talkinghead.data.landmarks import import_dlib, dlib_model_dir, get_detector
 
-        dlib = _import_dlib()
+        dlib = import_dlib()
         path = dlib_model_dir() / "dlib_face_recognition_resnet_model_v1.dat"
         if not path.is_file():
             raise TalkingHeadError(f"{path}: dlib face-recognition model missing")

@@ -30,10 +30,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from talkinghead.data.episodes import Video, _FrameSource, load_videos
+from talkinghead.data.episodes import Video, FrameSource, load_videos
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path, atomic_write_text, ensure_writable_dir
-from talkinghead.infer.reenact import _normalised
+from talkinghead.infer.reenact import normalised_shape
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int
 
 
 def load_samples(video: Video, indices: np.ndarray, size: int) -> VideoSamples:
-    source = _FrameSource(size, augment=False)
+    source = FrameSource(size, augment=False)
     crops, marks = [], []
     for i in indices:
         image, _sketch, landmarks = source.load(*video.frames[int(i)], False, None)
@@ -143,8 +143,8 @@ def jitter_run(video: Video, size: int, count: int = JITTER_FRAMES) -> tuple[Vid
 
 def nearest_source(shots: VideoSamples, target_landmarks: np.ndarray) -> np.ndarray:
     """For each target (T, 68, 2), the shot crop whose landmarks (pose and expression) are closest."""
-    shot_norm = np.stack([_normalised(l) for l in shots.landmarks])
-    picks = [int(np.argmin(np.abs(shot_norm - _normalised(t)[None]).mean(axis=(1, 2)))) for t in target_landmarks]
+    shot_norm = np.stack([normalised_shape(l) for l in shots.landmarks])
+    picks = [int(np.argmin(np.abs(shot_norm - normalised_shape(t)[None]).mean(axis=(1, 2)))) for t in target_landmarks]
     return shots.crops[picks]
 
 
@@ -252,7 +252,7 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     from talkinghead.checkpoint import file_sha256, load_checkpoint
     from talkinghead.eval.fid import FIDFeatures
     from talkinghead.eval.report import describe_checkpoint, write_report
-    from talkinghead.train.steps import build_content_loss
+    from talkinghead.losses import build_content_loss
 
     out = ensure_writable_dir(out_dir)
     per_video = ensure_writable_dir(out / "per_video")

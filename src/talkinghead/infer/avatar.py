@@ -40,6 +40,7 @@ from talkinghead.checkpoint import (
     load_checkpoint,
     load_networks,
     read_tagged_file,
+    with_overrides,
 )
 from talkinghead.train.finetune import finetune
 
@@ -127,7 +128,7 @@ class Avatar:
 
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))
         if overrides:  # checked before the (slower) face detection
-            ckpt = _with_overrides(ckpt, overrides)
+            ckpt = with_overrides(ckpt, overrides)
         faces = crops_from_sources(images, ckpt.config.model.image_size, shots=shots,
                                    detector=detector, progress=progress, on_progress=on_progress)
         avatar = cls.from_crops(faces.crops, faces.landmarks, ckpt, finetune_steps=finetune_steps,
@@ -152,7 +153,7 @@ class Avatar:
         """
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
         if overrides:
-            ckpt = _with_overrides(ckpt, overrides)
+            ckpt = with_overrides(ckpt, overrides)
         config = ckpt.config
         dev = _device(device)
         crops, landmarks = _resize_crops(np.asarray(crops), np.asarray(landmarks, np.float32),
@@ -474,17 +475,6 @@ def _unreliable_shot_penalty(config: Config, crops: np.ndarray, landmarks: np.nd
     spread = mouth_fit_spread(crops, landmarks, shape_model)
     return (unreliable_shot_penalty(torch.from_numpy(errors))
             + hidden_mouth_penalty(torch.from_numpy(spread), torch.from_numpy(np.asarray(landmarks, np.float32))))
-
-
-def _with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:
-    """The checkpoint with other fine-tuning settings; its architecture cannot change."""
-    import dataclasses
-
-    for item in overrides:
-        if not item.startswith(("train.", "loss.")):
-            raise TalkingHeadError(f"--set {item}: only train.* and loss.* settings can change for an existing "
-                                   "model (its architecture is fixed by the checkpoint)")
-    return dataclasses.replace(ckpt, config=ckpt.config.override(list(overrides)))
 
 
 def _resize_crops(crops: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,8 @@ from talkinghead.config import Config
 from talkinghead.data.sketch import landmarks_to_sketch_batch
 from talkinghead.data.warp import warp_guide
 from talkinghead.progress import ProgressBar, ProgressCallback
-from talkinghead.train.steps import build_content_loss, discriminator_losses, generator_losses
+from talkinghead.losses import build_content_loss
+from talkinghead.train.steps import discriminator_losses, generator_losses
 
 
 def random_similarity_warp(images: Tensor, landmarks: Tensor, generator: torch.Generator,
