@@ -139,7 +139,7 @@ def mean_nme(per_frame) -> tuple[float, int]:
 #: a second difference, amplifies. Measured on the real frames of the dev split's jitter runs
 #: against their landmarks from the full-resolution video, the acceleration ratio (ideally ≈ 1,
 #: or below where those landmarks are noisy themselves) is 1.14 at 128 px, 0.89 at 256 and 0.77
-#: at 512: the instrument's own noise shrinks as the face grows (benchmarks/jitter_instrument.py).
+#: at 512: the instrument's own noise shrinks as the face grows (experiments/jitter_instrument.py).
 LANDMARK_SIZE = 512
 
 

@@ -77,22 +77,6 @@ def select_frames(n_valid: int, shots: int, targets: int) -> tuple[np.ndarray, n
     return shot_idx, target_idx
 
 
-def jitter_videos(data: str | os.PathLike, identities: list[str], count: int = 0,
-                  key: str | None = None) -> list[Video]:
-    """The videos of ``identities`` with a full jitter run in their second half (and room for
-    its shots): all of them, ``count`` drawn with seed 0, or only the one named ``key``."""
-    need = 2 * JITTER_FRAMES + 12  # the run at the start of the second half, shots before it
-    videos = [v for v in load_videos(data, identities, min_frames=1) if len(v.frames) >= need]
-    if key:
-        videos = [v for v in videos if v.key == key]
-        if not videos:
-            raise TalkingHeadError(f"{data}: no video {key!r} with {need} frames among these identities")
-    elif count:
-        pick = np.random.default_rng(0).choice(len(videos), min(count, len(videos)), replace=False)
-        videos = [videos[i] for i in sorted(pick)]
-    return videos
-
-
 def jitter_frames(n_valid: int, count: int = JITTER_FRAMES) -> np.ndarray:
     """Up to ``count`` consecutive indices at the start of the second half."""
     half = n_valid // 2
@@ -188,13 +172,22 @@ class Scorer:
         return float(jitter_ratio(detected, driver_landmarks))
 
 
-def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Scorer, size: int,
-                   shots: int, content_loss=None, collect=None,
-                   collect_run=None) -> tuple[dict, dict[str, np.ndarray]]:
-    """All methods for one video and one K. Returns (results, example images).
-    ``collect(outputs, real)``, if given, receives every method's frames and the real targets;
-    ``collect_run(runs, real)`` the jitter run's frames of the methods scored for jitter and the
-    run's real frames."""
+@dataclass
+class Rendered:
+    """Every method's frames for one video and one K, and the real frames they are scored against."""
+
+    source: VideoSamples  # the K shots
+    target: VideoSamples  # the targets
+    target_idx: np.ndarray  # (T,) their indices among the video's valid frames
+    outputs: dict[str, np.ndarray]  # method → (T, S, S, 3) uint8, one frame per target
+    run: VideoSamples  # the jitter run's real frames
+    runs: dict[str, np.ndarray]  # method (of JITTER_METHODS) → the jitter run's frames
+    ft_steps: int  # fine-tuning steps the FT avatar took
+
+
+def render_methods(video: Video, checkpoint, settings: EvalSettings, size: int, shots: int,
+                   content_loss=None) -> Rendered:
+    """Render the targets and the jitter run of ``video`` with every method, from its K = ``shots`` shots."""
     from talkinghead.infer.avatar import Avatar
 
     picks = select_frames(len(video.frames), shots, settings.targets)
@@ -215,18 +208,27 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
         runs[method] = avatar.animate(run_drive, progress=False)
         if method == "FT":
             ft_steps = avatar.finetune_steps
-    if collect is not None:
-        collect(outputs, target.crops)
-    if collect_run is not None:
-        collect_run(runs, run.crops)
-    results = {"video": video.key, "identity": video.identity, "shots": shots, "ft_steps": ft_steps,
-               "targets": [int(i) for i in target_idx],
-               "metrics": {m: scorer.score(outputs[m], target.crops, target.landmarks) for m in METHODS}}
+    return Rendered(source, target, target_idx, outputs, run, runs, ft_steps)
+
+
+def score_rendered(video: Video, shots: int, rendered: Rendered, scorer: Scorer) -> tuple[dict, dict[str, np.ndarray]]:
+    """(per-video results, example images) of :func:`render_methods`' frames."""
+    target, run = rendered.target, rendered.run
+    results = {"video": video.key, "identity": video.identity, "shots": shots, "ft_steps": rendered.ft_steps,
+               "targets": [int(i) for i in rendered.target_idx],
+               "metrics": {m: scorer.score(rendered.outputs[m], target.crops, target.landmarks) for m in METHODS}}
     for m in JITTER_METHODS:
-        results["metrics"][m]["jitter"] = [scorer.jitter(runs[m], run.landmarks)]
-    examples = {"source": source.crops[0], "target": target.crops[0],
-                **{m: outputs[m][0] for m in METHODS}}
+        results["metrics"][m]["jitter"] = [scorer.jitter(rendered.runs[m], run.landmarks)]
+    examples = {"source": rendered.source.crops[0], "target": target.crops[0],
+                **{m: rendered.outputs[m][0] for m in METHODS}}
     return results, examples
+
+
+def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Scorer, size: int,
+                   shots: int, content_loss=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """All methods for one video and one K. Returns (results, example images)."""
+    return score_rendered(video, shots, render_methods(video, checkpoint, settings, size, shots, content_loss),
+                          scorer)
 
 
 def result_key(checkpoint_sha256: str, config, settings: EvalSettings, video: Video, shots: int) -> str:
@@ -274,8 +276,10 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         if path.is_file() and _cached_key(path) == key:
             continue  # resumable: finished (video, K) pairs with the same inputs are not recomputed
         try:
-            results, ex = evaluate_video(video, ckpt, settings, scorer, size, k, content_loss=content,
-                                         collect=fid.collector(name) if fid else None)
+            rendered = render_methods(video, ckpt, settings, size, k, content_loss=content)
+            if fid:
+                fid.add(name, rendered.outputs, rendered.target.crops)
+            results, ex = score_rendered(video, k, rendered, scorer)
         except TalkingHeadError as exc:
             failures.append(str(exc))
             log.warning("skipped: %s", exc)
