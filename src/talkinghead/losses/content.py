@@ -81,13 +81,14 @@ def _frozen(net: nn.Module | None) -> nn.Module | None:
 
 
 def build_content_loss(cfg: LossConfig, device: torch.device | str = "cpu",
-                       require_vgg19: bool = False) -> ContentLoss:
+                       require_vgg19: bool = False, warn: bool = True) -> ContentLoss:
     """L_CNT with whatever pretrained feature networks exist offline: VGG19 (torchvision
     weights or a local file; else a pixel-L1 fallback) and dlib's face ResNet (else skipped).
-    ``require_vgg19``: missing VGG19 weights are an error instead of the pixel-L1 fallback."""
+    ``require_vgg19``: missing VGG19 weights are an error instead of the pixel-L1 fallback;
+    ``warn``: the fallback is logged as a warning (else at info level, see :func:`load_vgg19`)."""
     from talkinghead.losses.vgg import ENV_VAR, TORCHVISION_FILE
 
-    vgg = load_vgg19()
+    vgg = load_vgg19(warn=warn)
     if vgg is None and require_vgg19:
         raise TalkingHeadError(
             f"VGG19 weights not found: set ${ENV_VAR} to torchvision's {TORCHVISION_FILE} (or put it in "

@@ -149,7 +149,7 @@ def finetune(
         raise ValueError("fine-tuning a warp-guided G needs the shots' landmarks")
     if steps <= 0:
         return G.eval(), psi.detach(), []
-    content = content_loss if content_loss is not None else build_content_loss(lc, device)
+    content = content_loss if content_loss is not None else build_content_loss(lc, device, warn=False)
     fused = device.type == "cuda"
     opt_g = torch.optim.Adam(list(G.parameters()) + [psi], lr=tc.finetune_lr_generator, betas=tc.betas,
                              fused=fused)
