@@ -40,14 +40,12 @@ log = logging.getLogger(__name__)
 METHODS = ("nearest source", "warp", "FF", "FT")
 #: Methods whose temporal jitter is measured (nearest source jumps between shots by design).
 JITTER_METHODS = ("warp", "FF", "FT")
-#: Consecutive frames rendered per (video, K) for the jitter figure, and their assumed rate.
-#: 48 (~2 s): with 24 one video's figure moved by up to 0.04 between runs of one model.
+#: Consecutive frames rendered per (video, K) for the jitter figure (about 2 s, long enough for
+#: a repeatable figure), and their assumed rate.
 JITTER_FRAMES = 48
 JITTER_FPS = 25.0
-#: Bumped whenever the protocol changes what a per-video result holds.
-PROTOCOL_VERSION = 6  # 3: the warp fills what the source hides from its mirror image; 4: jitter runs cross-fade shots;
-# 5: landmarks found on frames enlarged to 512 px (eval.metrics.LANDMARK_SIZE), 48-frame jitter runs;
-# 6: warp-guided avatars pass over shots with a hidden mouth (data.warp.hidden_mouth_penalty)
+#: Bumped whenever the protocol changes what a per-video result holds (history: docs/experiments.md).
+PROTOCOL_VERSION = 6
 
 
 @dataclass
