@@ -66,8 +66,8 @@ class ModelConfig:
     warp_correction: bool = False
     #: Warp-guided G only: the guide averages the warps of this many nearest shots (weighted by
     #: a softmax of their landmark distances, :func:`talkinghead.data.warp.warp_guide`), not the
-    #: nearest alone. Near-equal matches' misalignments cancel: on the dev clips at K = 8 this
-    #: alone lifts SSIM 0.722 → 0.738 over one warped shot. 1: the nearest shot only.
+    #: nearest alone, so that near-equal matches' misalignments cancel (docs/experiments.md).
+    #: 1: the nearest shot only.
     warp_shots: int = 1
     #: Spectral normalisation on G's projection P (paper: yes, every layer). False: plain
     #: linear P with small initial entries (``tiny``/``small``, the bundled model).

@@ -62,7 +62,8 @@ def parse_reference(text: str) -> str | int:
 
 
 def run(args) -> int:
-    from talkinghead.infer.avatar import Avatar, _with_overrides
+    from talkinghead.checkpoint import with_overrides
+    from talkinghead.infer.avatar import Avatar
     from talkinghead.infer.bundled import resolve_checkpoint
     from talkinghead.infer.driving import animate_to_video, track_from_npy, track_from_video
     from talkinghead.checkpoint import load_checkpoint
@@ -97,7 +98,7 @@ def run(args) -> int:
             check_input_path(source, "source")
         ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
         if args.set:
-            ckpt = _with_overrides(ckpt, args.set)
+            ckpt = with_overrides(ckpt, args.set)
     if args.driving:
         track = track_from_video(args.driving)
     if isinstance(reference, int) and reference >= len(track.landmarks):

@@ -415,7 +415,7 @@ UNRELIABLE_SHOT_WEIGHT = 0.1
 #: video loosens every shot), plus ``HIDDEN_MOUTH_YAW_SLOPE`` × the head's yaw beyond
 #: ``HIDDEN_MOUTH_YAW_FREE`` (yaw: :func:`~talkinghead.data.landmarks.nose_position` − 0.5; a
 #: turned head loosens the mouth, and its shot is the best guide for a turned target). Chosen on 16 training identities' videos
-#: (``benchmarks/shot_choice.py``): K = 32 jitter −0.008, SSIM unchanged; K = 8 unchanged. On
+#: (``benchmarks/shot_choice.py@d004075``): K = 32 jitter −0.008, SSIM unchanged; K = 8 unchanged. On
 #: the dev clip whose speaker covers her mouth (23 of 32 shots) K = 32 jitter 0.83 → 0.69.
 HIDDEN_MOUTH_SPREAD = 0.015
 HIDDEN_MOUTH_CLIP_FACTOR = 2.0

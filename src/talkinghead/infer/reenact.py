@@ -53,7 +53,7 @@ def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ m[:, :2].T + m[:, 2]
 
 
-def _normalised(points: np.ndarray) -> np.ndarray:
+def normalised_shape(points: np.ndarray) -> np.ndarray:
     """All 68 landmarks with position and scale removed (what is left is pose and shape)."""
     canon = points - points.mean(0)
     canon /= np.sqrt((canon ** 2).sum(1).mean()) + 1e-9
@@ -62,12 +62,12 @@ def _normalised(points: np.ndarray) -> np.ndarray:
 
 def pick_reference_frame(driving: np.ndarray, avatar_landmarks: np.ndarray) -> int:
     """Index of the driving frame whose head pose is closest to the avatar's (valid frames only)."""
-    target = _normalised(avatar_landmarks)
+    target = normalised_shape(avatar_landmarks)
     best, best_err = 0, np.inf
     for t, frame in enumerate(driving):
         if not np.isfinite(frame).all():
             continue
-        err = np.abs(_normalised(frame) - target).mean()
+        err = np.abs(normalised_shape(frame) - target).mean()
         if err < best_err:
             best, best_err = t, err
     return best
