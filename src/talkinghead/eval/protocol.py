@@ -211,8 +211,8 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
     for method, steps in (("FF", 0), ("FT", settings.finetune_steps)):
         avatar = Avatar.from_crops(source.crops, source.landmarks, checkpoint, finetune_steps=steps,
                                    progress=False, seed=settings.seed, content_loss=content_loss)
-        outputs[method] = avatar.animate(target.landmarks, progress=False, consecutive=False)
-        runs[method] = avatar.animate(run_drive, progress=False)
+        outputs[method] = avatar.animate(target.landmarks, progress=False, consecutive=False, size=avatar.size)
+        runs[method] = avatar.animate(run_drive, progress=False, size=avatar.size)
         if method == "FT":
             ft_steps = avatar.finetune_steps
     if collect is not None:

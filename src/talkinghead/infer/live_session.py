@@ -86,9 +86,10 @@ def run_live(args, serve=None) -> int:
     if args.onnx:
         from talkinghead.infer.live import OnnxAvatarRenderer
 
-        renderer = OnnxAvatarRenderer(avatar, threads=args.threads or 1, cross_fade=not args.no_smooth)
+        renderer = OnnxAvatarRenderer(avatar, threads=args.threads or 1, cross_fade=not args.no_smooth,
+                                      size=getattr(args, "size", None))
     else:
-        renderer = TorchRenderer(avatar, cross_fade=not args.no_smooth)
+        renderer = TorchRenderer(avatar, cross_fade=not args.no_smooth, size=getattr(args, "size", None))
     expression = Expression(eyes=args.eyes, lips=args.lips)
     if not expression.is_identity:  # --eyes/--lips on the adapted landmarks, before rendering
         render_plain = renderer
