@@ -292,12 +292,28 @@ class DetailConfig:
 
 
 @dataclass
+class MouthConfig:
+    """The mouth's inside (not in the paper; :mod:`talkinghead.data.mouth`)."""
+
+    #: Distrust a warped shot inside the target's inner lips where the target opens wider than
+    #: the shot (the shot's lips and teeth would be stretched there): the guide's trust falls
+    #: to 0 over ``distrust_ramp`` inter-ocular distances of extra opening. False: the paper-free
+    #: guide as the bundled model was trained with.
+    guide_distrust: bool = True
+    distrust_ramp: float = 0.15
+
+    def validate(self) -> None:
+        _check_fields(self, "mouth", positive=("distrust_ramp",))
+
+
+@dataclass
 class Config:
     preset: str = "paper"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
+    mouth: MouthConfig = field(default_factory=MouthConfig)
 
     # -- serialisation -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -328,6 +344,7 @@ class Config:
             loss=build(LossConfig, data.get("loss")),
             train=build(TrainConfig, data.get("train")),
             detail=build(DetailConfig, data.get("detail")),
+            mouth=build(MouthConfig, data.get("mouth")),
         )
 
     @classmethod
@@ -362,6 +379,7 @@ class Config:
         self.loss.validate()
         self.train.validate()
         self.detail.validate()
+        self.mouth.validate()
 
 
 #: Settings added after checkpoints were already written, with the value that reproduces what

@@ -41,8 +41,9 @@ def add_parser(sub) -> None:
     mode.add_argument("--absolute", dest="mode", action="store_const", const="absolute",
                       help="driver's landmarks, aligned to the avatar")
     p.set_defaults(mode="relative")
-    p.add_argument("--reference", default="first",
-                   help="driver's neutral frame for relative mode: 'first', 'best' (closest pose) or an index")
+    p.add_argument("--reference", default="neutral",
+                   help="driver's neutral frame for relative mode: 'neutral' (nearest the avatar's head "
+                        "pose, mouth and eyelids aside; default), 'first', 'best' (closest pose) or an index")
     add_smoothing_argument(p)
     add_expression_arguments(p)
     p.add_argument("--side-by-side", action="store_true", help="driver | landmarks | result")
@@ -55,12 +56,12 @@ def add_parser(sub) -> None:
 
 
 def parse_reference(text: str) -> str | int:
-    """--reference: 'first', 'best' or a non-negative frame index."""
-    if text in ("first", "best"):
+    """--reference: 'neutral', 'first', 'best' or a non-negative frame index."""
+    if text in ("neutral", "first", "best"):
         return text
     if text.isdigit():
         return int(text)
-    raise TalkingHeadError(f"--reference {text!r}: use 'first', 'best' or a frame index (0, 1, ...)")
+    raise TalkingHeadError(f"--reference {text!r}: use 'neutral', 'first', 'best' or a frame index (0, 1, ...)")
 
 
 def run(args) -> int:

@@ -230,7 +230,7 @@ class Avatar:
                 marks = torch.from_numpy(self.landmarks).to(self.device)
                 penalty = self.shot_penalty.to(self.device)
             self._renderer = AvatarRenderer(self._inference_generator(), self.psi.detach().float(), shots, marks,
-                                            penalty)
+                                            penalty, mouth=self.config.mouth)
         return self._renderer
 
     def detail_renderer(self) -> "DetailRenderer":
@@ -520,9 +520,10 @@ class AvatarRenderer(nn.Module):
     (see :meth:`Avatar.renderer`)."""
 
     def __init__(self, generator: nn.Module, psi: Tensor, shots: Tensor | None = None,
-                 shot_landmarks: Tensor | None = None, shot_penalty: Tensor | None = None):
+                 shot_landmarks: Tensor | None = None, shot_penalty: Tensor | None = None, mouth=None):
         super().__init__()
         self.generator = generator
+        self.mouth = mouth  # MouthConfig of the guide's distrust inside the mouth (None: defaults)
         self.register_buffer("psi", psi.reshape(-1))
         self.guided = shots is not None
         if self.guided:
@@ -542,7 +543,7 @@ class AvatarRenderer(nn.Module):
                 penalty = penalty + shot_bias.to(penalty)
             guide = warp_guide(self.shots[None].expand(b, -1, -1, -1, -1),
                                self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float(),
-                               fuse=self.generator.warp_shots, penalty=penalty)
+                               fuse=self.generator.warp_shots, penalty=penalty, mouth=self.mouth)
         return self.generator(sketches, self.psi.expand(b, -1), guide)
 
     def smoothing_bias(self, landmarks: Tensor, previous: Tensor | None = None,
