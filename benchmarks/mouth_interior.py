@@ -7,8 +7,8 @@ For each clip of the split (its first ``MAX_FRAMES`` frames, tracked at native r
 the first frame is the only shot (K = 1; K = 8 adds 7 frames of the first half, evenly spaced,
 the first frame staying the paste-back source). Frames whose mouth opens wider than the first
 frame's by more than ``OPEN_MARGIN`` inter-ocular distances (inner-lip gap 62–66) are rendered
-as ``animate --source FIRST --absolute --paste-back`` does (feed-forward avatar unless
-``--steps``), and scored by the mean |output − real| (0–255, RGB) inside the real frame's
+as ``animate --source FIRST --absolute --paste-back`` does (at the source face's own resolution,
+two-layer render, head paste-back; feed-forward avatar unless ``--steps``), and scored by the mean |output − real| (0–255, RGB) inside the real frame's
 inner-lip polygon. Beside it, with no learning: the first frame unchanged, and the classical
 warp (the first frame piecewise-affine warped onto the frame's landmarks at native resolution,
 pasted back the same way). ``model, guide as before``: the guide's mouth distrust and the drawn
@@ -43,10 +43,10 @@ def inner_lip_mask(shape: tuple[int, int], landmarks: np.ndarray) -> np.ndarray:
 
 def classical_warp(image: np.ndarray, box: np.ndarray, shot_marks: np.ndarray, targets: np.ndarray) -> list[np.ndarray]:
     """The first frame warped onto each (68, 2) native-pixel target inside its face box at the
-    box's own size, pasted back."""
+    box's own size, pasted back as ``--paste-back`` does."""
     from talkinghead.data.crop import crop_square, landmarks_to_crop
     from talkinghead.data.warp import warp_image
-    from talkinghead.infer.driving import paste_back
+    from talkinghead.infer.paste import paste_head
 
     side = int(round(float(box[2])))
     crop = crop_square(image, box, side)
@@ -57,14 +57,13 @@ def classical_warp(image: np.ndarray, box: np.ndarray, shot_marks: np.ndarray, t
         goal = torch.from_numpy(landmarks_to_crop(target, box, side)[None]).float()
         warped, _ = warp_image(tensor, source, goal)
         face = ((warped[0].permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).round().byte().numpy()
-        out.append(paste_back(image, face, box))
+        out.append(paste_head(image, face, box, goal[0].numpy(), source[0].numpy()))
     return out
 
 
 def model_frames(avatar, track: np.ndarray, picks: np.ndarray, variant: str) -> list[np.ndarray]:
     """``animate --absolute --paste-back`` frames ``picks`` of ``track`` (native pixels)."""
-    from talkinghead.data.crop import crop_to_image
-    from talkinghead.infer.driving import paste_back
+    from talkinghead.infer.driving import paste_frame
     from talkinghead.infer.reenact import adapt_landmarks
 
     mouth = avatar.config.mouth  # the renderer reads these settings at every call
@@ -72,12 +71,8 @@ def model_frames(avatar, track: np.ndarray, picks: np.ndarray, variant: str) -> 
     mouth.draw_interior = variant == "model (default)"
     mouth.guide_distrust = variant != "model, guide as before"
     adapted = adapt_landmarks(track, avatar.reference_landmarks, mode="absolute")[picks]
-    rendered = avatar.animate(adapted, progress=False, consecutive=False, mouths=False)
-    out = []
-    for face, marks in zip(rendered, adapted):  # as animate_to_video pastes back
-        frame = paste_back(avatar.source_image, face, avatar.source_box)
-        out.append(avatar.draw_mouths(frame[None], crop_to_image(marks, avatar.source_box, avatar.size)[None],
-                                     float(avatar.source_box[2]) / avatar.size)[0])
+    rendered = avatar.animate(adapted, progress=False, consecutive=False)  # at the face's own resolution
+    out = [paste_frame(avatar, face, marks) for face, marks in zip(rendered, adapted)]
     mouth.draw_interior, mouth.guide_distrust = saved.draw_interior, saved.guide_distrust
     return out
 

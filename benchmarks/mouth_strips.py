@@ -24,21 +24,18 @@ def strip(avatar, adapted: np.ndarray, picks: np.ndarray) -> np.ndarray:
     """Two rows (before | default) of the pasted-back face boxes for frames ``picks``."""
     import cv2
 
-    from talkinghead.data.crop import crop_to_image
-    from talkinghead.infer.driving import paste_back
+    from talkinghead.infer.driving import paste_frame
 
     mouth = avatar.config.mouth
     rows = []
     for distrust, draw in ((False, False), (True, True)):
         mouth.guide_distrust, mouth.draw_interior = distrust, draw
-        faces = avatar.animate(adapted[picks], progress=False, consecutive=False, mouths=False)
+        faces = avatar.animate(adapted[picks], progress=False, consecutive=False)  # at the face's own size
         cx, cy, side = avatar.source_box
         half = int(side * 0.45)
         tiles = []
         for face, marks in zip(faces, adapted[picks]):
-            frame = paste_back(avatar.source_image, face, avatar.source_box)
-            frame = avatar.draw_mouths(frame[None], crop_to_image(marks, avatar.source_box, avatar.size)[None],
-                                       float(side) / avatar.size)[0]
+            frame = paste_frame(avatar, face, marks)
             pad = np.pad(frame, ((half, half), (half, half), (0, 0)), mode="edge")
             tiles.append(pad[int(cy):int(cy) + 2 * half, int(cx):int(cx) + 2 * half])
         rows.append(np.concatenate(tiles, 1))

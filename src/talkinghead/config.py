@@ -66,8 +66,8 @@ class ModelConfig:
     warp_correction: bool = False
     #: Warp-guided G only: the guide averages the warps of this many nearest shots (weighted by
     #: a softmax of their landmark distances, :func:`talkinghead.data.warp.warp_guide`), not the
-    #: nearest alone. Near-equal matches' misalignments cancel: on the dev clips at K = 8 this
-    #: alone lifts SSIM 0.722 → 0.738 over one warped shot. 1: the nearest shot only.
+    #: nearest alone, so that near-equal matches' misalignments cancel (docs/experiments.md).
+    #: 1: the nearest shot only.
     warp_shots: int = 1
     #: Spectral normalisation on G's projection P (paper: yes, every layer). False: plain
     #: linear P with small initial entries (``tiny``/``small``, the bundled model).
@@ -269,6 +269,29 @@ def _check_fields(section, name: str, minimum: dict | None = None, positive: tup
 
 
 @dataclass
+class DetailConfig:
+    """Rendering above the network's size (:mod:`talkinghead.infer.detail`): the network renders
+    at ``model.image_size``, the fine detail comes from the guide warped at output resolution."""
+
+    #: Largest output size (px); the default output size is the source face's, capped here.
+    max_size: int = 512
+    #: The output-resolution warp's dense map is computed on a grid of this many points a side
+    #: and upsampled (the map is piecewise affine: a coarse grid loses almost nothing).
+    map_resolution: int = 64
+    #: Without a guide-trust output (the paper's G), the detail is added where the network's
+    #: image agrees with the downsampled guide: α = exp(−|out − guide| / this), mean over colour
+    #: channels in [-1, 1] units.
+    agreement_temperature: float = 0.1
+    #: Paste-back: the rendered head mask is feathered over this fraction of the output size.
+    paste_feather: float = 0.04
+
+    def validate(self) -> None:
+        _check_fields(self, "detail", minimum={"max_size": 16, "map_resolution": 8},
+                      maximum={"max_size": 4096, "map_resolution": 1024, "paste_feather": 0.5},
+                      positive=("agreement_temperature",), default_minimum=0.0)
+
+
+@dataclass
 class MouthConfig:
     """The mouth's inside (not in the paper; :mod:`talkinghead.data.mouth`)."""
 
@@ -293,6 +316,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    detail: DetailConfig = field(default_factory=DetailConfig)
     mouth: MouthConfig = field(default_factory=MouthConfig)
 
     # -- serialisation -------------------------------------------------------
@@ -323,6 +347,7 @@ class Config:
             model=build(ModelConfig, data.get("model")),
             loss=build(LossConfig, data.get("loss")),
             train=build(TrainConfig, data.get("train")),
+            detail=build(DetailConfig, data.get("detail")),
             mouth=build(MouthConfig, data.get("mouth")),
         )
 
@@ -357,6 +382,7 @@ class Config:
         self.model.validate()
         self.loss.validate()
         self.train.validate()
+        self.detail.validate()
         self.mouth.validate()
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from talkinghead.commands.common import (add_expression_arguments, add_person_arguments, add_smoothing_argument,
-                                         expression_from_args)
+from talkinghead.commands.common import (add_expression_arguments, add_person_arguments, add_size_argument,
+                                         add_smoothing_argument, expression_from_args)
 from talkinghead.errors import TalkingHeadError
 from talkinghead.validation import fps_type, int_in
 
@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   talkinghead animate --avatar me.avatar --landmarks track.npy --fps 25 -o puppet.mp4
   talkinghead animate --avatar me.avatar --driving me_talking.mp4 --absolute -o self.mp4
   talkinghead animate --avatar me.avatar --driving speech.mp4 --eyes 0 -o eyes_closed.mp4
+  talkinghead animate --avatar me.avatar --driving speech.mp4 --size 512 --paste-back -o out.mp4
 The driving video's audio is copied into the output. Relative mode (default) keeps the avatar's
 face shape and transfers the driver's motion; --absolute uses the driver's landmarks as they are
 (aligned), which suits self-reenactment.
@@ -47,6 +48,7 @@ def add_parser(sub) -> None:
     add_expression_arguments(p)
     p.add_argument("--side-by-side", action="store_true", help="driver | landmarks | result")
     p.add_argument("--paste-back", action="store_true", help="paste the rendered face into the full source image")
+    add_size_argument(p)
     p.add_argument("--fps", type=fps_type, default=None, help="output fps (default: the driver's; 25 for .npy)")
     p.add_argument("--batch-size", type=int_in(1, 4096), default=16, help="frames rendered at once (default 16)")
     p.add_argument("--device", default=None)
@@ -63,7 +65,8 @@ def parse_reference(text: str) -> str | int:
 
 
 def run(args) -> int:
-    from talkinghead.infer.avatar import Avatar, _with_overrides
+    from talkinghead.checkpoint import with_overrides
+    from talkinghead.infer.avatar import Avatar
     from talkinghead.infer.bundled import resolve_checkpoint
     from talkinghead.infer.driving import animate_to_video, track_from_npy, track_from_video
     from talkinghead.checkpoint import load_checkpoint
@@ -98,7 +101,7 @@ def run(args) -> int:
             check_input_path(source, "source")
         ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
         if args.set:
-            ckpt = _with_overrides(ckpt, args.set)
+            ckpt = with_overrides(ckpt, args.set)
     if args.driving:
         track = track_from_video(args.driving)
     if isinstance(reference, int) and reference >= len(track.landmarks):
@@ -111,7 +114,7 @@ def run(args) -> int:
     summary = animate_to_video(avatar, track, args.output, mode=args.mode, reference=reference,
                                side_by_side=args.side_by_side, paste=args.paste_back,
                                batch_size=args.batch_size, fps=args.fps, smooth=not args.no_smooth,
-                               expression=expression_from_args(args))
+                               expression=expression_from_args(args), size=args.size)
     lost = f", face lost in {summary['lost']} frames (held)" if summary["lost"] else ""
     print(f"wrote {summary['output']}: {summary['frames']} frames at {summary['fps']:g} fps{lost}")
     if summary["tracking"]:

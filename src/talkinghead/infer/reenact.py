@@ -72,7 +72,7 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
     return gap / np.maximum(iod, 1e-6)
 
 
-def _normalised(points: np.ndarray) -> np.ndarray:
+def normalised_shape(points: np.ndarray) -> np.ndarray:
     """All 68 landmarks with position and scale removed (what is left is pose and shape)."""
     canon = points - points.mean(0)
     canon /= np.sqrt((canon ** 2).sum(1).mean()) + 1e-9
@@ -99,11 +99,11 @@ POSE_POINTS = np.setdiff1d(np.arange(68), [37, 38, 40, 41, 43, 44, 46, 47] + lis
 def _pose_errors(driving: np.ndarray, avatar_landmarks: np.ndarray, points=slice(None)) -> np.ndarray:
     """(T,) mean difference of each valid driving frame's normalised landmarks (``points``
     only) from the avatar's (inf for invalid frames)."""
-    target = _normalised(np.asarray(avatar_landmarks)[points])
+    target = normalised_shape(np.asarray(avatar_landmarks)[points])
     errors = np.full(len(driving), np.inf)
     for t, frame in enumerate(driving):
         if np.isfinite(frame).all():
-            errors[t] = np.abs(_normalised(frame[points]) - target).mean()
+            errors[t] = np.abs(normalised_shape(frame[points]) - target).mean()
     return errors
 
 
