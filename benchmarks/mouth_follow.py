@@ -63,7 +63,7 @@ def follow(avatar, driver: np.ndarray, fps: float, modes=tuple(MODES)) -> dict[s
     smooth = smoothed(DrivingTrack(driver, fps, 0, None)).landmarks
     out = {}
     for name in modes:
-        adapted = adapt_landmarks(smooth, avatar.reference_landmarks, **MODES[name])
+        adapted = adapt_landmarks(smooth, avatar.landmarks, **MODES[name])
         frames = avatar.animate(adapted, progress=False)
         found, _ = detect_landmarks_on_images(frames, adapted)
         out[name] = correlation(mouth_opening(found), mouth_opening(driver))

@@ -124,7 +124,9 @@ class Avatar:
 
     @property
     def reference_landmarks(self) -> np.ndarray:
-        """(68, 2): the first shot's landmarks; relative driving starts from this face."""
+        """(68, 2): the first shot's landmarks: absolute driving aligns onto this face, and the
+        paste-back's source head is this one (relative driving may start from another shot,
+        :func:`~talkinghead.infer.reenact.adapt_landmarks`)."""
         return self.landmarks[0]
 
     # -- construction ----------------------------------------------------------------------------
@@ -398,7 +400,7 @@ class Avatar:
             track = DrivingTrack(landmarks, fps, lost)
         if smooth:
             track = smoothed(track)
-        adapted = adapt_landmarks(track.landmarks, self.reference_landmarks, mode=mode, reference=reference)
+        adapted = adapt_landmarks(track.landmarks, self.landmarks, mode=mode, reference=reference)
         return self.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth)
 
     # -- persistence -----------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def drive(avatar, track: DrivingTrack, mode: str = "relative", reference: str | 
     """
     if smooth:
         track = smoothed(track)
-    adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode=mode, reference=reference)
+    adapted = adapt_landmarks(track.landmarks, avatar.landmarks, mode=mode, reference=reference)
     if expression is not None:
         from talkinghead.infer.expression import apply_expression
 
