@@ -64,8 +64,9 @@ def follow(avatar, driver: np.ndarray, fps: float, modes=tuple(MODES)) -> dict[s
     out = {}
     for name in modes:
         adapted = adapt_landmarks(smooth, avatar.landmarks, **MODES[name])
-        frames = avatar.animate(adapted, progress=False)
-        found, _ = detect_landmarks_on_images(frames, adapted)
+        frames = avatar.animate(adapted, progress=False)  # at the avatar's output size, as animate renders
+        scale = frames.shape[1] / avatar.size
+        found, _ = detect_landmarks_on_images(frames, (adapted + 0.5) * scale - 0.5)
         out[name] = correlation(mouth_opening(found), mouth_opening(driver))
     return out
 

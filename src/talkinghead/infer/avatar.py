@@ -69,7 +69,7 @@ def _stack_inputs(crops: np.ndarray, landmarks: np.ndarray, device) -> tuple[Ten
 
 #: Gaussian σ (network pixels) that makes a drawn mouth interior as soft as a face enlarged from
 #: the network's resolution.
-MOUTH_BLUR = 0.6
+MOUTH_BLUR = 0.8
 
 
 class Avatar:
@@ -333,7 +333,7 @@ class Avatar:
             out[start:start + len(chunk)] = tensor_to_image(images)
         if mouths:
             scale = out.shape[1] / self.size  # network crop pixels → output pixels
-            self.draw_mouths(out, (landmarks + 0.5) * scale - 0.5)
+            self.draw_mouths(out, (landmarks + 0.5) * scale - 0.5, enlarged=scale)
         return out
 
     def mouth_levels(self, landmarks: np.ndarray) -> np.ndarray:
@@ -367,13 +367,14 @@ class Avatar:
         """Draw mouth interiors into finished (T, H, W, 3) uint8 frames (in place, at their own
         resolution: a crop at any size, or a frame pasted back) given the target landmarks
         (T, 68, 2) in those frames' pixels. ``enlarged``: the frames' pixels per network pixel
-        where the face was upsampled (the interior is made as soft). Returns ``frames``."""
+        (the interior is made about as soft as the generator's part of the face, whose
+        detail layer fades inside an opening mouth). Returns ``frames``."""
         from talkinghead.infer.mouth_interior import draw_interiors
 
         levels = self.mouth_levels(landmarks)
         if levels.any():
             draw_interiors(frames, np.asarray(landmarks, np.float64), levels, self.mouth_palette(),
-                           blur=MOUTH_BLUR * enlarged if enlarged > 1 else 0.0)
+                           blur=MOUTH_BLUR * enlarged)
         return frames
 
     def animate_track(self, track, mode: str = "relative", reference: str | int = "neutral", smooth: bool = True,
