@@ -12,7 +12,7 @@ two-layer render, head paste-back; feed-forward avatar unless ``--steps``), and 
 inner-lip polygon. Beside it, with no learning: the first frame unchanged, and the classical
 warp (the first frame piecewise-affine warped onto the frame's landmarks at native resolution,
 pasted back the same way). ``model, guide as before``: the guide's mouth distrust and the drawn
-interior off (the bundled model as it was); ``distrust only``: the drawn interior off.
+interior off (the bundled model as it was); ``model (default)``: both on.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from mouth_clips import clip_frames, clip_track, mouth_opening, split_clips  # noqa: E402
 
 OPEN_MARGIN = 0.15
-METHODS = ("shot unchanged", "classical warp", "model, guide as before", "distrust only", "model (default)")
+METHODS = ("shot unchanged", "classical warp", "model, guide as before", "model (default)")
 
 
 def inner_lip_mask(shape: tuple[int, int], landmarks: np.ndarray) -> np.ndarray:

@@ -69,6 +69,7 @@ def inner_lip_mask(landmarks: Tensor, size: int, feather: int | None = None) -> 
     """(B, 68, 2) landmarks in pixels of a ``size``-px image → (B, 1, size, size) soft mask of the
     inside of the inner lips (between them when the mouth is open; empty when closed).
     ``feather`` defaults to about 1 % of the size."""
+    size = int(size)  # a traced (ONNX) shape is fixed per graph
     feather = max(1, round(size / 100)) if feather is None else feather
     return polygon_mask(landmarks[:, INNER_LIPS], size, feather)
 
@@ -86,6 +87,7 @@ def guide_distrust(shot_landmarks: Tensor, target_landmarks: Tensor, size: int,
         ``config.guide_distrust`` is off.
     """
     config = config or MouthConfig()
+    size = int(size)
     b = target_landmarks.shape[0]
     if not config.guide_distrust:
         return torch.zeros(b, 1, size, size, device=target_landmarks.device)

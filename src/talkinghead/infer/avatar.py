@@ -69,7 +69,7 @@ def _stack_inputs(crops: np.ndarray, landmarks: np.ndarray, device) -> tuple[Ten
 
 #: Gaussian σ (network pixels) that makes a drawn mouth interior as soft as a face enlarged from
 #: the network's resolution.
-MOUTH_BLUR = 0.8
+MOUTH_BLUR = 1.2
 
 
 class Avatar:
