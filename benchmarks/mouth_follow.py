@@ -85,10 +85,12 @@ def table(rows: list[tuple[str, dict]], title: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the CLI's)")
-    parser.add_argument("--clips", type=int, default=0, help="only the first N dev clips (0: all)")
+    parser.add_argument("--clips", type=int, default=0, help="only the first N dev clips (0: all; -1: none)")
     parser.add_argument("--no-cross", action="store_true", help="skip the cross-person pairs")
     parser.add_argument("--frames", type=int, default=60, help="driving frames per clip (default 60)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--portraits", nargs="+", default=list(PORTRAITS), help="cross-person sources")
+    parser.add_argument("--drivers", nargs="+", default=list(CROSS_DRIVERS), help="cross-person driving clips")
     args = parser.parse_args()
     import torch
 
@@ -98,6 +100,7 @@ def main() -> None:
     start = time.perf_counter()
     clips = split_clips("dev")
     clips = clips[:args.clips] if args.clips else clips
+    clips = [] if args.clips < 0 else clips
     rows = []
     for clip in clips:
         driver, _valid = clip_track(clip)
@@ -105,11 +108,12 @@ def main() -> None:
         avatar = Avatar.from_images(even_frames(clip, SHOTS, half), finetune_steps=args.steps, progress=False)
         rows.append((clip.name, follow(avatar, driver[half:half + args.frames], clip.fps, args.modes)))
         print(clip.name, {k: round(v, 3) for k, v in rows[-1][1].items()}, flush=True)
-    table(rows, f"dev clip ({SHOTS} shots, self-driven)")
+    if rows:
+        table(rows, f"dev clip ({SHOTS} shots, self-driven)")
     if not args.no_cross:
-        drivers = {c.name: c for c in split_clips("dev") if c.name in CROSS_DRIVERS}
+        drivers = {c.name: c for c in split_clips("dev") if c.name in args.drivers}
         cross = []
-        for portrait in PORTRAITS:
+        for portrait in args.portraits:
             avatar = Avatar.from_images([FACES / portrait], finetune_steps=args.steps, progress=False)
             for name, clip in drivers.items():
                 cross.append((f"{Path(portrait).stem} ← {name}", follow(avatar, clip_track(clip)[0][:args.frames], clip.fps,

@@ -31,6 +31,9 @@ TONGUE = 0.35
 LOWER_TEETH_FROM = 0.15
 #: Teeth lie in the mouth's shade: their colour is scaled by this (the lower teeth by 0.8 of it).
 TEETH_SHADE = 0.9
+#: A shot's inner-lip gap (inter-ocular distances) from which the bright pixels between its lips
+#: are taken for its teeth (a narrower gap shows lips and highlights, not teeth).
+TEETH_SHOWN_GAP = 0.05
 #: The cavity's colour: the lips' scaled per channel (a dark red-brown).
 CAVITY = (0.48, 0.26, 0.26)
 
@@ -67,7 +70,8 @@ def mouth_palette(image: np.ndarray, landmarks: np.ndarray) -> MouthPalette:
     brightness = float(np.clip(np.median(face_pixels.mean(1)) / 150.0, 0.55, 1.05))
     teeth = np.array([236.0, 228.0, 212.0]) * brightness
     shown = image[inner].astype(np.float32)
-    if len(shown) >= 12:
+    gap = np.linalg.norm(landmarks[66] - landmarks[62]) / max(np.linalg.norm(landmarks[45] - landmarks[36]), 1e-6)
+    if len(shown) >= 12 and gap >= TEETH_SHOWN_GAP:
         light = shown.mean(1)
         bright = shown[(light > np.percentile(face_pixels.mean(1), 60)) & (shown.std(1) < 28)]
         if len(bright) >= 6:
