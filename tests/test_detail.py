@@ -213,3 +213,19 @@ def test_live_onnx_and_app_routes_render_at_the_size(guided_avatar, tmp_path, ca
     from talkinghead.infer.onnx_export import OnnxRenderer
     sketches = torch.zeros(2, 3, 64, 64).numpy()
     assert OnnxRenderer(tmp_path / "a.onnx")(sketches, marks[:2]).shape == (2, 3, 160, 160)
+
+
+def test_corrupt_high_resolution_shots_are_one_line(guided_avatar, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = guided_avatar.save(tmp_path / "a.avatar")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    for bad, problem in ((torch.zeros(2, 600, 600, 3, dtype=torch.uint8), "crops_hi are 600 px"),
+                         (torch.zeros(3, 256, 256, 3, dtype=torch.uint8), "crops_hi is (3, 256, 256, 3)")):
+        save_file({**tensors, "crops_hi": bad}, str(tmp_path / "bad.avatar"), metadata=meta)
+        with pytest.raises(TalkingHeadError, match="corrupt avatar file") as err:
+            Avatar.load(tmp_path / "bad.avatar")
+        assert problem in str(err.value)
