@@ -100,8 +100,8 @@ def step_flops(config) -> float:
     from talkinghead.losses.content import ContentLoss
     from talkinghead.losses.vgg import VGG19Features
     from talkinghead.models import build_models
-    from talkinghead.train.meta import RenderFromEmbedding, meta_step
-    from talkinghead.train.trainer import OptimizerPair, build_optimizers
+    from talkinghead.train.meta import MetaNetworks, meta_step
+    from talkinghead.train.trainer import build_optimizers
 
     tc, s = config.train, config.model.image_size
     device = torch.device("meta")
@@ -120,8 +120,7 @@ def step_flops(config) -> float:
 
     extra = tuple(batch() for _ in range(max(tc.disc_steps - 1, 0))) if tc.disc_fresh_batches else ()
     with FlopCounterMode(display=False) as counter:
-        meta_step(batch(), E, RenderFromEmbedding(G), D, D, opts["g"], OptimizerPair(opts["d"], opts["w"]),
-                  content, config, device, disc_batches=extra)
+        meta_step(batch(), MetaNetworks.from_models(E, G, D, opts, content), config, device, disc_batches=extra)
     return float(counter.get_total_flops())
 
 

@@ -25,9 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from talkinghead.config import get_preset
 from talkinghead.models import build_models
-from talkinghead.train.meta import RenderFromEmbedding, meta_step
-from talkinghead.train.steps import build_content_loss
-from talkinghead.train.trainer import OptimizerPair, build_optimizers
+from talkinghead.train.meta import MetaNetworks, OptimizerPair, RenderFromEmbedding, meta_step
+from talkinghead.losses import build_content_loss
+from talkinghead.train.trainer import build_optimizers
 
 #: Dense bf16 tensor-core peaks (TFLOP/s), for the utilisation column.
 PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -66,14 +66,14 @@ def bench(preset: str, batch: int, device: torch.device, amp: bool, steps: int, 
     if compile_:
         E, render, d_step, raw_d = (torch.compile(m) for m in (E, render, D, D))
     opts = build_optimizers(E, G, D, cfg, device)
-    opt_g, opt_d = opts["g"], OptimizerPair(opts["d"], opts["w"])
     content = build_content_loss(cfg.loss, device)
+    nets = MetaNetworks(E, render, d_step, raw_d, opts["g"], OptimizerPair(opts["d"], opts["w"]), content)
     data = make_batch(cfg, batch, device)
     # the paper preset's D steps after the first score fresh episodes (same shapes, same cost)
     extra = (data,) * (cfg.train.disc_steps - 1) if cfg.train.disc_fresh_batches else ()
 
     def step():
-        meta_step(data, E, render, d_step, raw_d, opt_g, opt_d, content, cfg, device, disc_batches=extra)
+        meta_step(data, nets, cfg, device, disc_batches=extra)
 
     # FLOPs: one G forward (batch 1) and one full step.
     s = cfg.model.image_size

@@ -11,7 +11,7 @@ import torch
 
 from talkinghead.cli import main
 from talkinghead.config import get_preset
-from talkinghead.data.episodes import _FrameSource, load_videos
+from talkinghead.data.episodes import FrameSource, load_videos
 from talkinghead.errors import NoFaceError, TalkingHeadError
 from talkinghead.infer.avatar import Avatar
 from talkinghead.train.meta import train_meta
@@ -25,7 +25,7 @@ def tiny_checkpoint(synthetic_dataset, tmp_path_factory):
 
 def _shots(dataset_root, k, video=0):
     frames = load_videos(dataset_root, min_frames=1)[video].frames
-    source = _FrameSource(None, augment=False)
+    source = FrameSource(None, augment=False)
     items = [source.load_uint8(*frames[j], False, None) for j in range(k)]
     crops = np.stack([image.permute(1, 2, 0).numpy() for image, _, _ in items])
     landmarks = np.stack([marks.numpy() for _, _, marks in items])

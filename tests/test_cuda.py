@@ -41,9 +41,9 @@ def _one_step(cfg, compile_: bool):
     from torch.utils.data import default_collate
 
     from talkinghead.models import build_models
-    from talkinghead.train.meta import RenderFromEmbedding, meta_step
-    from talkinghead.train.steps import build_content_loss
-    from talkinghead.train.trainer import OptimizerPair, build_optimizers
+    from talkinghead.losses import build_content_loss
+    from talkinghead.train.meta import MetaNetworks, OptimizerPair, RenderFromEmbedding, meta_step
+    from talkinghead.train.trainer import build_optimizers
 
     torch.manual_seed(0)
     s, k, b = cfg.model.image_size, cfg.train.shots, cfg.train.batch_size
@@ -63,8 +63,8 @@ def _one_step(cfg, compile_: bool):
     if compile_:
         E, render, d_step, raw_d = (torch.compile(m) for m in (E, render, D, D))
     content = build_content_loss(cfg.loss, device)
-    out = meta_step(batch, E, render, d_step, raw_d, opts["g"], OptimizerPair(opts["d"], opts["w"]),
-                    content, cfg, device, disc_batches=(batch,))
+    nets = MetaNetworks(E, render, d_step, raw_d, opts["g"], OptimizerPair(opts["d"], opts["w"]), content)
+    out = meta_step(batch, nets, cfg, device, disc_batches=(batch,))
     return out, D
 
 
@@ -72,15 +72,15 @@ def _one_step(cfg, compile_: bool):
 def test_amp_meta_step_is_finite_and_w_gradient_sparse(compile_):
     cfg = get_preset("small").override(["train.amp=true", "train.batch_size=2", "train.shots=2",
                                          "train.disc_fresh_batches=true"])
-    (_, _, _, fake, loss_g, loss_d, terms), D = _one_step(cfg, compile_)
-    assert torch.isfinite(loss_g) and torch.isfinite(loss_d) and torch.isfinite(fake).all()
+    out, D = _one_step(cfg, compile_)
+    assert torch.isfinite(out.loss_g) and torch.isfinite(out.loss_d) and torch.isfinite(out.fake).all()
     assert D.W.grad is not None and D.W.grad.is_sparse
 
 
 def test_paper_preset_meta_step_on_gpu():
     cfg = get_preset("paper").override(["train.batch_size=2", "train.shots=2", "loss.face=0"])
-    (_, _, _, fake, loss_g, loss_d, _), _ = _one_step(cfg, compile_=False)
-    assert fake.shape == (2, 3, 256, 256) and torch.isfinite(loss_g) and torch.isfinite(loss_d)
+    out, _ = _one_step(cfg, compile_=False)
+    assert out.fake.shape == (2, 3, 256, 256) and torch.isfinite(out.loss_g) and torch.isfinite(out.loss_d)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL DDP needs 2 GPUs")

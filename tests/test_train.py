@@ -128,8 +128,8 @@ def test_embedding_match_moves_W_towards_e_hat_and_E_only_if_asked(synthetic_dat
 
     from talkinghead.data.episodes import EpisodeDataset
     from talkinghead.models import build_models
-    from talkinghead.train.meta import RenderFromEmbedding, meta_step
-    from talkinghead.train.steps import build_content_loss
+    from talkinghead.losses import build_content_loss
+    from talkinghead.train.meta import MetaNetworks, meta_step
 
     cfg = get_preset("tiny").override([
         "loss.pixel_fallback=0", "loss.vgg19=0", "loss.face=0", "loss.adversarial=0",
@@ -139,18 +139,17 @@ def test_embedding_match_moves_W_towards_e_hat_and_E_only_if_asked(synthetic_dat
     E, G, D = build_models(cfg.model, num_videos=3)
     data = EpisodeDataset(synthetic_dataset, shots=2, size=cfg.model.image_size, seed=0)
     batch = default_collate([data[i] for i in range(2)])
-    from talkinghead.train.trainer import OptimizerPair, build_optimizers
+    from talkinghead.train.trainer import build_optimizers
 
     cfg = cfg.override(["train.lr_generator=1e-3", "train.lr_discriminator=1e-3", "train.lr_embedding_rows=1e-3"])
-    opts = build_optimizers(E, G, D, cfg, torch.device("cpu"))
-    opt_g, opt_d = opts["g"], OptimizerPair(opts["d"], opts["w"])
+    nets = MetaNetworks.from_models(E, G, D, build_optimizers(E, G, D, cfg, torch.device("cpu")),
+                                    build_content_loss(cfg.loss, torch.device("cpu")))
     e_before = {k: v.clone() for k, v in E.state_dict().items()}
     rows = batch["video_index"]
     with torch.no_grad():
         e_hat = E(batch["frames"].float() / 127.5 - 1, batch["sketches"].float() / 127.5 - 1).mean(dim=1)
     gap_before = (D.W[rows] - e_hat).abs().mean().item()
-    meta_step(batch, E, RenderFromEmbedding(G), D, D, opt_g, opt_d,
-              build_content_loss(cfg.loss, torch.device("cpu")), cfg, torch.device("cpu"))
+    meta_step(batch, nets, cfg, torch.device("cpu"))
     assert (D.W[rows] - e_hat).abs().mean().item() < gap_before  # W_i moved towards ê_i
     e_moved = any(not torch.equal(v, E.state_dict()[k]) for k, v in e_before.items()
                   if not k.endswith(("._u", "._v")))  # power-iteration buffers move in any forward
@@ -322,3 +321,34 @@ def test_resume_from_a_checkpoint_with_one_optimizer_for_all_of_D(synthetic_data
                                          progress=False))
     assert resumed.step == 2 and "optim.w" in resumed.meta
     assert resumed.tensors["optim.w.0.exp_avg_sq"].shape == D.W.shape
+
+
+def test_meta_step_returns_named_result_and_fits_one_batch(synthetic_dataset):
+    """meta_step's result has its fields by name with their shapes; repeated on one batch of a
+    warp-guided tiny model with only the pixel loss, G's loss falls."""
+    from torch.utils.data import default_collate
+
+    from talkinghead.data.episodes import EpisodeDataset
+    from talkinghead.losses import build_content_loss
+    from talkinghead.models import build_models
+    from talkinghead.train.meta import MetaNetworks, MetaStepResult, meta_step
+    from talkinghead.train.trainer import build_optimizers
+
+    cfg = get_preset("tiny").override(["model.warp_guidance=true", "loss.vgg19=0", "loss.face=0",
+                                       "loss.adversarial=0", "loss.feature_matching=0", "train.disc_steps=1",
+                                       "train.lr_generator=2e-3"])
+    torch.manual_seed(0)
+    E, G, D = build_models(cfg.model, num_videos=3)
+    data = EpisodeDataset(synthetic_dataset, shots=2, size=cfg.model.image_size, seed=0)
+    batch = default_collate([data[i] for i in range(2)])
+    nets = MetaNetworks.from_models(E, G, D, build_optimizers(E, G, D, cfg, torch.device("cpu")),
+                                    build_content_loss(cfg.loss, "cpu"))
+    results = [meta_step(batch, nets, cfg, torch.device("cpu")) for _ in range(25)]
+    first, last = results[0], results[-1]
+    assert isinstance(first, MetaStepResult)
+    s = cfg.model.image_size
+    assert first.shown.shape == (2, 1, 3, s, s)  # a warp-guided G's step shows its guide
+    assert first.fake.shape == first.target.shape == first.target_sketch.shape == (2, 3, s, s)
+    assert first.loss_g.dim() == 0 and torch.isfinite(first.loss_d)
+    assert {"content/pixel", "embedding_match", "embedding/mean_abs"} <= set(first.terms)
+    assert last.loss_g.item() < 0.7 * first.loss_g.item()

@@ -3,8 +3,9 @@
 The Python API mirrors the CLI::
 
     from talkinghead import Avatar
-    avatar = Avatar.from_images(["face.jpg"], checkpoint="meta.safetensors", finetune_steps=60)
-    frames = avatar.animate(landmarks)          # (T, 68, 2) -> (T, H, W, 3) uint8
+    avatar = Avatar.from_images(["face.jpg"])   # the bundled model unless checkpoint=...
+    frames = avatar.animate(landmarks)          # (T, 68, 2) in the avatar's crop pixels -> (T, S, S, 3) uint8
+    frames = avatar.animate_track(track)        # a driving video's track, mapped onto this face
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -267,3 +268,15 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool
     with atomic_path(dst) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(dst)
+
+
+def with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:
+    """The checkpoint with other fine-tuning settings (``train.*``/``loss.*`` ``SECTION.FIELD=VALUE``
+    items); its architecture cannot change."""
+    import dataclasses
+
+    for item in overrides:
+        if not item.startswith(("train.", "loss.")):
+            raise TalkingHeadError(f"--set {item}: only train.* and loss.* settings can change for an existing "
+                                   "model (its architecture is fixed by the checkpoint)")
+    return dataclasses.replace(ckpt, config=ckpt.config.override(list(overrides)))

@@ -66,8 +66,8 @@ class ModelConfig:
     warp_correction: bool = False
     #: Warp-guided G only: the guide averages the warps of this many nearest shots (weighted by
     #: a softmax of their landmark distances, :func:`talkinghead.data.warp.warp_guide`), not the
-    #: nearest alone. Near-equal matches' misalignments cancel: on the dev clips at K = 8 this
-    #: alone lifts SSIM 0.722 → 0.738 over one warped shot. 1: the nearest shot only.
+    #: nearest alone, so that near-equal matches' misalignments cancel (docs/experiments.md).
+    #: 1: the nearest shot only.
     warp_shots: int = 1
     #: Spectral normalisation on G's projection P (paper: yes, every layer). False: plain
     #: linear P with small initial entries (``tiny``/``small``, the bundled model).
@@ -292,12 +292,28 @@ class DetailConfig:
 
 
 @dataclass
+class MouthConfig:
+    """The mouth's inside (not in the paper; :mod:`talkinghead.data.mouth`)."""
+
+    #: Distrust a warped shot inside the target's inner lips where the target opens wider than
+    #: the shot (the shot's lips and teeth would be stretched there): the guide's trust falls
+    #: to 0 over ``distrust_ramp`` inter-ocular distances of extra opening. False: the paper-free
+    #: guide as the bundled model was trained with.
+    guide_distrust: bool = True
+    distrust_ramp: float = 0.15
+
+    def validate(self) -> None:
+        _check_fields(self, "mouth", positive=("distrust_ramp",))
+
+
+@dataclass
 class Config:
     preset: str = "paper"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
+    mouth: MouthConfig = field(default_factory=MouthConfig)
 
     # -- serialisation -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -328,6 +344,7 @@ class Config:
             loss=build(LossConfig, data.get("loss")),
             train=build(TrainConfig, data.get("train")),
             detail=build(DetailConfig, data.get("detail")),
+            mouth=build(MouthConfig, data.get("mouth")),
         )
 
     @classmethod
@@ -362,6 +379,7 @@ class Config:
         self.loss.validate()
         self.train.validate()
         self.detail.validate()
+        self.mouth.validate()
 
 
 #: Settings added after checkpoints were already written, with the value that reproduces what

@@ -41,8 +41,9 @@ def add_parser(sub) -> None:
     mode.add_argument("--absolute", dest="mode", action="store_const", const="absolute",
                       help="driver's landmarks, aligned to the avatar")
     p.set_defaults(mode="relative")
-    p.add_argument("--reference", default="first",
-                   help="driver's neutral frame for relative mode: 'first', 'best' (closest pose) or an index")
+    p.add_argument("--reference", default="neutral",
+                   help="driver's neutral frame for relative mode: 'neutral' (nearest the avatar's head "
+                        "pose, mouth and eyelids aside; default), 'first', 'best' (closest pose) or an index")
     add_smoothing_argument(p)
     add_expression_arguments(p)
     p.add_argument("--side-by-side", action="store_true", help="driver | landmarks | result")
@@ -55,16 +56,17 @@ def add_parser(sub) -> None:
 
 
 def parse_reference(text: str) -> str | int:
-    """--reference: 'first', 'best' or a non-negative frame index."""
-    if text in ("first", "best"):
+    """--reference: 'neutral', 'first', 'best' or a non-negative frame index."""
+    if text in ("neutral", "first", "best"):
         return text
     if text.isdigit():
         return int(text)
-    raise TalkingHeadError(f"--reference {text!r}: use 'first', 'best' or a frame index (0, 1, ...)")
+    raise TalkingHeadError(f"--reference {text!r}: use 'neutral', 'first', 'best' or a frame index (0, 1, ...)")
 
 
 def run(args) -> int:
-    from talkinghead.infer.avatar import Avatar, _with_overrides
+    from talkinghead.checkpoint import with_overrides
+    from talkinghead.infer.avatar import Avatar
     from talkinghead.infer.bundled import resolve_checkpoint
     from talkinghead.infer.driving import animate_to_video, track_from_npy, track_from_video
     from talkinghead.checkpoint import load_checkpoint
@@ -99,7 +101,7 @@ def run(args) -> int:
             check_input_path(source, "source")
         ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
         if args.set:
-            ckpt = _with_overrides(ckpt, args.set)
+            ckpt = with_overrides(ckpt, args.set)
     if args.driving:
         track = track_from_video(args.driving)
     if isinstance(reference, int) and reference >= len(track.landmarks):

@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from talkinghead.eval.selfcheck import check_rendering
     from talkinghead.infer.demo import run_demo
     from talkinghead.validation import check_input_path, check_output_folder
 
@@ -43,8 +44,10 @@ def run(args) -> int:
 
     r = run_demo(args.out, source=args.source, driving=args.driving, checkpoint=args.checkpoint,
                  steps=args.steps, max_frames=args.frames, overrides=args.set, size=args.size)
+    check = check_rendering(r.rendered, r.driving)
     print(f"video: {r.video}")
     print(f"frames: {r.strip}")
-    print(f"{r.frames} frames in {r.seconds:.0f} s; self-check: face found in {100 * r.face_found:.0f}% "
-          f"of frames, landmark NME vs driving {r.nme:.3f}, mouth-opening correlation {r.mouth_correlation:.2f}")
+    print(f"{r.frames} frames in {r.seconds:.0f} s; self-check: face found in {100 * check.face_found:.0f}% "
+          f"of frames, landmark NME vs driving {check.nme:.3f}, "
+          f"mouth-opening correlation {check.mouth_correlation:.2f}")
     return 0

@@ -5,6 +5,8 @@ queued, when the machine cannot keep up. Shows fps and latency on the picture.""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from talkinghead.commands.common import (add_expression_arguments, add_person_arguments, add_size_argument,
                                          add_smoothing_argument)
@@ -58,8 +60,34 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def load_live_avatar(args):
+    from talkinghead.infer.avatar import Avatar
+    from talkinghead.infer.bundled import resolve_checkpoint
+
+    if args.avatar:
+        return Avatar.load(args.avatar, checkpoint=args.checkpoint, device="cpu")
+    sources = args.source[0] if len(args.source) == 1 else args.source
+    return Avatar.from_images(sources, resolve_checkpoint(args.checkpoint), finetune_steps=args.steps, device="cpu")
+
+
+def open_source(args):
+    """(frames, fps) of --video (a file or a stream URL) or --camera."""
+    from talkinghead.infer.live import VideoFileSource, camera_frames
+
+    if args.video is not None:
+        if "://" not in args.video and not Path(args.video).exists():
+            raise TalkingHeadError(f"{args.video}: video not found")
+        if "://" in args.video:  # a stream: frames come at their own rate, like a camera's
+            return camera_frames(args.video), 25.0
+        source = VideoFileSource(args.video, realtime=not args.as_fast_as_possible, loop=args.loop)
+        return source, source.fps
+    return camera_frames(args.camera), 25.0
+
+
 def run(args) -> int:
-    from talkinghead.infer.live_session import run_live
+    from talkinghead.infer.expression import Expression
+    from talkinghead.infer.live import VideoFileSource
+    from talkinghead.infer.live_session import LiveSettings, has_window_support, run_live
     from talkinghead.webapp.server import PictureServer
 
     if args.output and not args.output.lower().endswith(".mp4"):
@@ -70,4 +98,21 @@ def run(args) -> int:
         raise TalkingHeadError(f"--display-size {args.display_size}: use 32 to 2048 pixels")
     if args.render_delay < 0:
         raise TalkingHeadError(f"--render-delay {args.render_delay}: must be >= 0")
-    return run_live(args, serve=PictureServer)
+    window, serve_port = not args.no_window, args.serve
+    if window and not has_window_support():
+        if serve_port is None and not args.output:
+            print("note: this OpenCV has no window support (opencv-python-headless); serving to the "
+                  "browser instead (--serve 0). Use --no-window with --serve PORT or -o FILE to choose.",
+                  file=sys.stderr)
+            serve_port = 0
+        window = False
+    settings = LiveSettings(window=window, serve_port=serve_port, output=args.output, max_frames=args.max_frames,
+                            relative=not args.absolute, smoothing=not args.no_smooth,
+                            expression=Expression(eyes=args.eyes, lips=args.lips),
+                            size=args.size, display_size=args.display_size, side_by_side=args.side_by_side,
+                            render_delay_s=args.render_delay / 1000, onnx=args.onnx, threads=args.threads)
+    avatar = load_live_avatar(args)
+    source, fps = open_source(args)
+    # A video file's audio goes into the recording (a camera or a stream has none to copy).
+    audio = args.video if isinstance(source, VideoFileSource) else None
+    return run_live(avatar, source, fps, settings, audio_from=audio, serve=PictureServer)

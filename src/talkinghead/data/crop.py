@@ -11,16 +11,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-#: Crop side as a multiple of the landmarks' extent max(width, height) (brows to chin, or
-#: jaw width). Measured on the shared 224×224 VoxCeleb2 clips (93 frames): the frame side is
-#: 1.79× the extent (10th–90th percentile 1.68–1.88). Using the same framing makes our crops
-#: of any video look like VoxCeleb2 (forehead, hair and a bit of neck), and makes a
-#: VoxCeleb2 clip map onto itself.
+#: Crop side as a multiple of the landmarks' extent max(width, height) (brows to chin, or jaw
+#: width), VoxCeleb2's framing: our crops of any video look like VoxCeleb2's (forehead, hair and
+#: a bit of neck) and a VoxCeleb2 clip maps onto itself (docs/experiments.md#calibrated-constants).
 CROP_SCALE = 1.8
 #: Vertical offset of the crop centre from the landmarks' bounding-box centre, in extents
-#: (positive = down). VoxCeleb2 frames are centred 0.107 extents *below* it (median; 10th–90th
-#: percentile 0.08–0.14): the square reaches ~0.4 extents above the brows (forehead and
-#: hairline) and ~0.4 below the chin (neck), i.e. the head sits slightly high in the frame.
+#: (positive = down): VoxCeleb2's head sits slightly high in the frame, leaving forehead and
+#: hairline above the brows and neck below the chin.
 CROP_SHIFT_Y = 0.1
 
 #: smooth_boxes: a clip whose box centre stays within this fraction of the box side of its

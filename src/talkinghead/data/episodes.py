@@ -143,7 +143,7 @@ def load_videos(root: str | os.PathLike, identities: Iterable[str] | None = None
             for v, (key, identity) in enumerate(zip(index.keys, index.identities))]
 
 
-class _FrameSource:
+class FrameSource:
     """Reads a frame and its landmarks at the requested size, with optional augmentation."""
 
     def __init__(self, size: int | None, augment: bool):
@@ -208,7 +208,7 @@ class EpisodeDataset(Dataset):
         self.shots = shots
         self.seed = seed
         self.index = load_index_arrays(root, identities, min_frames=shots + 1)
-        self.source = _FrameSource(size, augment)
+        self.source = FrameSource(size, augment)
 
     @property
     def keys(self) -> list[str]:

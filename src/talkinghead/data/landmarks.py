@@ -38,11 +38,9 @@ def mirror_landmarks(landmarks: np.ndarray, size: int) -> np.ndarray:
     return flipped
 
 
-#: Detector box from landmarks, fitted on the shared clips (364 frames): relative to the
-#: landmarks' bounding-box centre and its extent max(w, h), dlib's HOG box is centred
-#: (-0.017, -0.098) extents away (a little higher: it starts at the brows, not the hairline)
-#: with side 1.02 extents. Giving the shape predictor such a box reproduces the framing it
-#: was trained with.
+#: Detector box from landmarks (offset of the landmarks' bounding-box centre, in extents
+#: max(w, h)): giving the shape predictor the box dlib's HOG detector would give reproduces the
+#: framing it was trained with (fitted values: docs/experiments.md#calibrated-constants).
 _HOG_BOX_OFFSET = np.array([-0.017, -0.098], np.float32)
 _HOG_BOX_SCALE = 1.02
 
@@ -86,7 +84,8 @@ def _model_file(name: str) -> str:
     return str(path)
 
 
-def _import_dlib():
+def import_dlib():
+    """The dlib module, or a clear error naming the package to install."""
     try:
         import dlib
     except ImportError:
@@ -97,7 +96,7 @@ def _import_dlib():
 @functools.lru_cache(maxsize=None)
 def _dlib_models(use_cnn: bool):
     """(detector, shape predictor), loaded once per process (the predictor file is 100 MB)."""
-    dlib = _import_dlib()
+    dlib = import_dlib()
     predictor = dlib.shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat"))
     if use_cnn:
         detector = dlib.cnn_face_detection_model_v1(_model_file("mmod_human_face_detector.dat"))
@@ -134,11 +133,10 @@ class DlibLandmarkDetector:
     def __init__(self, detect_size: int = 448, use_cnn: bool = False, threshold: float = -0.3):
         self.detect_size = int(detect_size)
         self.use_cnn = bool(use_cnn)
-        #: HOG score threshold; slightly below dlib's 0 recovers semi-profile faces (3/170 → 2/170
-        #: misses on the shared clips) with no false positive seen; confident boxes still win.
+        #: HOG score threshold slightly below dlib's 0, to recover semi-profile faces (confident boxes still win).
         self.threshold = float(threshold)
         self.name = "dlib-cnn" if use_cnn else "dlib"
-        self._dlib = _import_dlib()
+        self._dlib = import_dlib()
         self._detector, self._predictor = _dlib_models(self.use_cnn)
 
     # public API --------------------------------------------------------------------------

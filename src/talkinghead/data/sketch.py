@@ -26,12 +26,13 @@ def sketch_thickness(size: int) -> int:
     return max(1, int(round(size / 128)))
 
 
-def landmarks_to_sketch(landmarks: np.ndarray, size: int, thickness: int | None = None) -> np.ndarray:
+def landmarks_to_sketch(landmarks: np.ndarray, size: int | None = None, thickness: int | None = None) -> np.ndarray:
     """Draw 68 landmarks as a colour sketch.
 
     Args:
         landmarks: (68, 2) float array of (x, y) pixel coordinates in a ``size``×``size`` image.
-        size: side of the square output image.
+        size: side of the square output image; default: the smallest multiple of 64 pixels that
+            holds every point (an avatar's crop size for landmarks in its crop, e.g. ``avatar.landmarks[0]``).
         thickness: line width; defaults to :func:`sketch_thickness`.
 
     Returns:
@@ -40,6 +41,9 @@ def landmarks_to_sketch(landmarks: np.ndarray, size: int, thickness: int | None 
     pts = np.asarray(landmarks, dtype=np.float32)
     if pts.shape != (68, 2):
         raise ValueError(f"landmarks must have shape (68, 2), got {pts.shape}")
+    if size is None:
+        extent = float(np.nanmax(pts)) if np.isfinite(pts).any() else 0.0
+        size = 64 * max(1, int(np.ceil((extent + 1) / 64)))
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     if not np.isfinite(pts).all():
         return canvas

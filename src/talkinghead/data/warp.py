@@ -421,7 +421,7 @@ UNRELIABLE_SHOT_WEIGHT = 0.1
 #: video loosens every shot), plus ``HIDDEN_MOUTH_YAW_SLOPE`` × the head's yaw beyond
 #: ``HIDDEN_MOUTH_YAW_FREE`` (yaw: :func:`~talkinghead.data.landmarks.nose_position` − 0.5; a
 #: turned head loosens the mouth, and its shot is the best guide for a turned target). Chosen on 16 training identities' videos
-#: (``benchmarks/shot_choice.py``): K = 32 jitter −0.008, SSIM unchanged; K = 8 unchanged. On
+#: (``benchmarks/shot_choice.py@d004075``): K = 32 jitter −0.008, SSIM unchanged; K = 8 unchanged. On
 #: the dev clip whose speaker covers her mouth (23 of 32 shots) K = 32 jitter 0.83 → 0.69.
 HIDDEN_MOUTH_SPREAD = 0.015
 HIDDEN_MOUTH_CLIP_FACTOR = 2.0
@@ -556,7 +556,7 @@ def paste_occluders(images: Tensor, donors: Tensor, landmarks: Tensor, probabili
 
 def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
                exclude: Tensor | None = None, fuse: int = 1, symmetric_fill: bool = True,
-               penalty: Tensor | None = None, map_resolution: int | None = None) -> Tensor:
+               penalty: Tensor | None = None, map_resolution: int | None = None, mouth=None) -> Tensor:
     """The warp-guided generator's extra input: the nearest shot(s) warped onto the target.
 
     Args:
@@ -569,6 +569,8 @@ def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
             unreliable landmarks (:func:`unreliable_shot_penalty`), and to smooth consecutive
             frames' distances (:func:`smooth_shot_distances`, as smoothed − raw).
         map_resolution: see :func:`warp_image`.
+        mouth: :class:`~talkinghead.config.MouthConfig` of the mouth's distrust (default settings
+            when None; see :func:`fuse_warped_shots`).
     Returns:
         (B, 4, S, S): the warped shot(s) (3 channels) and the trust mask (1 channel).
     """
@@ -577,20 +579,27 @@ def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
     distance = shot_distances(shot_landmarks, target_landmarks, exclude, penalty)  # (B, K)
     nearest, pick = torch.topk(distance, m, dim=1, largest=False)  # (B, M) ascending
     weight = torch.softmax(-(nearest - nearest[:, :1]) / FUSION_TEMPERATURE, dim=1).to(shots.dtype)
-    return fuse_warped_shots(shots, shot_landmarks, target_landmarks, pick, weight, symmetric_fill, map_resolution)
+    return fuse_warped_shots(shots, shot_landmarks, target_landmarks, pick, weight, symmetric_fill,
+                             map_resolution=map_resolution, mouth=mouth)
 
 
 def fuse_warped_shots(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor, pick: Tensor,
-                      weight: Tensor, symmetric_fill: bool = True, map_resolution: int | None = None) -> Tensor:
+                      weight: Tensor, symmetric_fill: bool = True, map_resolution: int | None = None,
+                      mouth=None) -> Tensor:
     """The chosen shots warped onto each target and averaged: the body of :func:`warp_guide`.
 
     Args:
         shots, shot_landmarks, target_landmarks: as in :func:`warp_guide`.
         pick: (B, M) indices of the shots to warp. weight: (B, M) their weights (rows sum to 1).
         map_resolution: see :func:`warp_image`.
+        mouth: :class:`~talkinghead.config.MouthConfig`: inside the target's mouth each shot's
+            trust falls as the target opens wider than it (:func:`~talkinghead.data.mouth.guide_distrust`),
+            and the fused colours there lean on the shots that open widest.
     Returns:
         (B, 4, S, S): the weighted warps (3 channels) and trust mask (1 channel).
     """
+    from talkinghead.data.mouth import guide_distrust
+
     m = pick.shape[1]
     rows = torch.arange(shots.shape[0], device=shots.device)[:, None]  # batch size stays symbolic in ONNX
     image = shots[rows, pick.to(shots.device)].flatten(0, 1)  # (B·M, 3, S, S)
@@ -598,8 +607,11 @@ def fuse_warped_shots(shots: Tensor, shot_landmarks: Tensor, target_landmarks: T
     target = target_landmarks.to(image.device).float()[:, None].expand(-1, m, -1, -1).flatten(0, 1)
     warped, mask = warp_image(image, marks.to(image.device).float(), target, symmetric_fill=symmetric_fill,
                               map_resolution=map_resolution)
-    guide = torch.cat([warped, mask], dim=1)
+    keep = 1 - guide_distrust(marks.to(image.device), target, image.shape[-1], mouth).to(mask)  # (B·M, 1, S, S)
+    guide = torch.cat([warped, mask * keep], dim=1)
     guide = guide.reshape(-1, m, *guide.shape[1:])  # (B, M, 4, S, S)
     if m == 1:
         return guide[:, 0]
-    return (weight.to(guide.device)[:, :, None, None, None] * guide).sum(dim=1)
+    # Per pixel, each shot weighs by how far it is trusted there (1 outside mouths).
+    pixel_weight = weight.to(guide.device)[:, :, None, None, None] * (keep.reshape(-1, m, 1, *keep.shape[2:]) + 1e-3)
+    return (pixel_weight / pixel_weight.sum(dim=1, keepdim=True) * guide).sum(dim=1)

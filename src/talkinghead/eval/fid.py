@@ -153,16 +153,15 @@ class FIDFeatures:
             return None
         return cls(folder, load_inception(path).to("cuda" if torch.cuda.is_available() else "cpu"), path)
 
-    def collector(self, name: str):
-        """A callback ``(outputs {method: (T, H, W, 3)}, real (T, H, W, 3)) -> None`` for one (video, K)."""
-        def collect(outputs: dict[str, np.ndarray], real: np.ndarray) -> None:
-            from talkinghead.fileio import atomic_path
+    def add(self, name: str, outputs: dict[str, np.ndarray], real: np.ndarray) -> None:
+        """Store the Inception features of one (video, K): every method's ``outputs``
+        {method: (T, H, W, 3)} and the ``real`` (T, H, W, 3) frames."""
+        from talkinghead.fileio import atomic_path
 
-            arrays = {"real": inception_features(real, self.model)}
-            arrays.update({m: inception_features(frames, self.model) for m, frames in outputs.items()})
-            with atomic_path(self.folder / f"{name}.fid.npz") as tmp, open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        return collect
+        arrays = {"real": inception_features(real, self.model)}
+        arrays.update({m: inception_features(frames, self.model) for m, frames in outputs.items()})
+        with atomic_path(self.folder / f"{name}.fid.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
     def scores(self, rows: list[dict]) -> tuple[dict[tuple[int, str], float], str]:
         """FID per (K, method) over all ``rows`` (per-video results), and the report's note."""

@@ -8,11 +8,9 @@ measured here are.
 
 dlib's cosines are compressed towards 1. Its own rule is "same person" when the (un-normalised)
 descriptors are closer than 0.6 in Euclidean distance; their norms are ~1.4–1.6, so that is a
-cosine of about 0.92. Measured on the shared faces data (tests/test_metrics.py): an image with
-itself 1.000; one person across a clip (first vs last frame, head turned) 0.94–0.98, two clips
-of one person from different sources 0.99; different people 0.71–0.89 (mean ≈ 0.81). Even an
-image without a face, aligned on given landmarks, scores ≈ 0.87 against a real face, which is
-why the evaluation measures CSIM on the face dlib *detects* in a generated frame.
+cosine of about 0.92, and different people score high too (docs/experiments.md#calibrated-constants).
+Even an image without a face, aligned on given landmarks, scores high against a real face, which
+is why the evaluation measures CSIM on the face dlib *detects* in a generated frame.
 """
 
 from __future__ import annotations
@@ -26,9 +24,9 @@ class FaceIdentity:
     """Face-recognition embeddings via dlib (detects the face when no landmarks are given)."""
 
     def __init__(self, detector=None):
-        from talkinghead.data.landmarks import _import_dlib, dlib_model_dir, get_detector
+        from talkinghead.data.landmarks import import_dlib, dlib_model_dir, get_detector
 
-        dlib = _import_dlib()
+        dlib = import_dlib()
         path = dlib_model_dir() / "dlib_face_recognition_resnet_model_v1.dat"
         if not path.is_file():
             raise TalkingHeadError(f"{path}: dlib face-recognition model missing")

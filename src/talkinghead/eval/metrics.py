@@ -134,12 +134,8 @@ def mean_nme(per_frame) -> tuple[float, int]:
 
 
 #: Generated frames smaller than this (longer side, px) are enlarged for the shape predictor, and
-#: its landmarks mapped back. Why: at 128 px a face spans ~60 px, its box is rounded to whole
-#: pixels and dlib's predictor (trained on larger faces) is noisy — noise that the jitter figure,
-#: a second difference, amplifies. Measured on the real frames of the dev split's jitter runs
-#: against their landmarks from the full-resolution video, the acceleration ratio (ideally ≈ 1,
-#: or below where those landmarks are noisy themselves) is 1.14 at 128 px, 0.89 at 256 and 0.77
-#: at 512: the instrument's own noise shrinks as the face grows (benchmarks/jitter_instrument.py).
+#: its landmarks mapped back: on a small face dlib's predictor is noisy, and the jitter figure (a
+#: second difference) amplifies that noise (docs/experiments.md, "The jitter instrument").
 LANDMARK_SIZE = 512
 
 

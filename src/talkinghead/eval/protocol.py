@@ -30,24 +30,22 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from talkinghead.data.episodes import Video, _FrameSource, load_videos
+from talkinghead.data.episodes import Video, FrameSource, load_videos
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path, atomic_write_text, ensure_writable_dir
-from talkinghead.infer.reenact import _normalised
+from talkinghead.infer.reenact import normalised_shape
 
 log = logging.getLogger(__name__)
 
 METHODS = ("nearest source", "warp", "FF", "FT")
 #: Methods whose temporal jitter is measured (nearest source jumps between shots by design).
 JITTER_METHODS = ("warp", "FF", "FT")
-#: Consecutive frames rendered per (video, K) for the jitter figure, and their assumed rate.
-#: 48 (~2 s): with 24 one video's figure moved by up to 0.04 between runs of one model.
+#: Consecutive frames rendered per (video, K) for the jitter figure (about 2 s, long enough for
+#: a repeatable figure), and their assumed rate.
 JITTER_FRAMES = 48
 JITTER_FPS = 25.0
-#: Bumped whenever the protocol changes what a per-video result holds.
-PROTOCOL_VERSION = 6  # 3: the warp fills what the source hides from its mirror image; 4: jitter runs cross-fade shots;
-# 5: landmarks found on frames enlarged to 512 px (eval.metrics.LANDMARK_SIZE), 48-frame jitter runs;
-# 6: warp-guided avatars pass over shots with a hidden mouth (data.warp.hidden_mouth_penalty)
+#: Bumped whenever the protocol changes what a per-video result holds (history: docs/experiments.md).
+PROTOCOL_VERSION = 6
 
 
 @dataclass
@@ -75,22 +73,6 @@ def select_frames(n_valid: int, shots: int, targets: int) -> tuple[np.ndarray, n
     shot_idx = np.linspace(0, half - 1, shots).round().astype(int)
     target_idx = np.linspace(half, n_valid - 1, targets).round().astype(int)
     return shot_idx, target_idx
-
-
-def jitter_videos(data: str | os.PathLike, identities: list[str], count: int = 0,
-                  key: str | None = None) -> list[Video]:
-    """The videos of ``identities`` with a full jitter run in their second half (and room for
-    its shots): all of them, ``count`` drawn with seed 0, or only the one named ``key``."""
-    need = 2 * JITTER_FRAMES + 12  # the run at the start of the second half, shots before it
-    videos = [v for v in load_videos(data, identities, min_frames=1) if len(v.frames) >= need]
-    if key:
-        videos = [v for v in videos if v.key == key]
-        if not videos:
-            raise TalkingHeadError(f"{data}: no video {key!r} with {need} frames among these identities")
-    elif count:
-        pick = np.random.default_rng(0).choice(len(videos), min(count, len(videos)), replace=False)
-        videos = [videos[i] for i in sorted(pick)]
-    return videos
 
 
 def jitter_frames(n_valid: int, count: int = JITTER_FRAMES) -> np.ndarray:
@@ -123,7 +105,7 @@ def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int
 
 
 def load_samples(video: Video, indices: np.ndarray, size: int) -> VideoSamples:
-    source = _FrameSource(size, augment=False)
+    source = FrameSource(size, augment=False)
     crops, marks = [], []
     for i in indices:
         image, _sketch, landmarks = source.load(*video.frames[int(i)], False, None)
@@ -143,8 +125,8 @@ def jitter_run(video: Video, size: int, count: int = JITTER_FRAMES) -> tuple[Vid
 
 def nearest_source(shots: VideoSamples, target_landmarks: np.ndarray) -> np.ndarray:
     """For each target (T, 68, 2), the shot crop whose landmarks (pose and expression) are closest."""
-    shot_norm = np.stack([_normalised(l) for l in shots.landmarks])
-    picks = [int(np.argmin(np.abs(shot_norm - _normalised(t)[None]).mean(axis=(1, 2)))) for t in target_landmarks]
+    shot_norm = np.stack([normalised_shape(l) for l in shots.landmarks])
+    picks = [int(np.argmin(np.abs(shot_norm - normalised_shape(t)[None]).mean(axis=(1, 2)))) for t in target_landmarks]
     return shots.crops[picks]
 
 
@@ -188,13 +170,22 @@ class Scorer:
         return float(jitter_ratio(detected, driver_landmarks))
 
 
-def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Scorer, size: int,
-                   shots: int, content_loss=None, collect=None,
-                   collect_run=None) -> tuple[dict, dict[str, np.ndarray]]:
-    """All methods for one video and one K. Returns (results, example images).
-    ``collect(outputs, real)``, if given, receives every method's frames and the real targets;
-    ``collect_run(runs, real)`` the jitter run's frames of the methods scored for jitter and the
-    run's real frames."""
+@dataclass
+class Rendered:
+    """Every method's frames for one video and one K, and the real frames they are scored against."""
+
+    source: VideoSamples  # the K shots
+    target: VideoSamples  # the targets
+    target_idx: np.ndarray  # (T,) their indices among the video's valid frames
+    outputs: dict[str, np.ndarray]  # method → (T, S, S, 3) uint8, one frame per target
+    run: VideoSamples  # the jitter run's real frames
+    runs: dict[str, np.ndarray]  # method (of JITTER_METHODS) → the jitter run's frames
+    ft_steps: int  # fine-tuning steps the FT avatar took
+
+
+def render_methods(video: Video, checkpoint, settings: EvalSettings, size: int, shots: int,
+                   content_loss=None) -> Rendered:
+    """Render the targets and the jitter run of ``video`` with every method, from its K = ``shots`` shots."""
     from talkinghead.infer.avatar import Avatar
 
     picks = select_frames(len(video.frames), shots, settings.targets)
@@ -215,18 +206,27 @@ def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Sco
         runs[method] = avatar.animate(run_drive, progress=False, size=avatar.size)
         if method == "FT":
             ft_steps = avatar.finetune_steps
-    if collect is not None:
-        collect(outputs, target.crops)
-    if collect_run is not None:
-        collect_run(runs, run.crops)
-    results = {"video": video.key, "identity": video.identity, "shots": shots, "ft_steps": ft_steps,
-               "targets": [int(i) for i in target_idx],
-               "metrics": {m: scorer.score(outputs[m], target.crops, target.landmarks) for m in METHODS}}
+    return Rendered(source, target, target_idx, outputs, run, runs, ft_steps)
+
+
+def score_rendered(video: Video, shots: int, rendered: Rendered, scorer: Scorer) -> tuple[dict, dict[str, np.ndarray]]:
+    """(per-video results, example images) of :func:`render_methods`' frames."""
+    target, run = rendered.target, rendered.run
+    results = {"video": video.key, "identity": video.identity, "shots": shots, "ft_steps": rendered.ft_steps,
+               "targets": [int(i) for i in rendered.target_idx],
+               "metrics": {m: scorer.score(rendered.outputs[m], target.crops, target.landmarks) for m in METHODS}}
     for m in JITTER_METHODS:
-        results["metrics"][m]["jitter"] = [scorer.jitter(runs[m], run.landmarks)]
-    examples = {"source": source.crops[0], "target": target.crops[0],
-                **{m: outputs[m][0] for m in METHODS}}
+        results["metrics"][m]["jitter"] = [scorer.jitter(rendered.runs[m], run.landmarks)]
+    examples = {"source": rendered.source.crops[0], "target": target.crops[0],
+                **{m: rendered.outputs[m][0] for m in METHODS}}
     return results, examples
+
+
+def evaluate_video(video: Video, checkpoint, settings: EvalSettings, scorer: Scorer, size: int,
+                   shots: int, content_loss=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """All methods for one video and one K. Returns (results, example images)."""
+    return score_rendered(video, shots, render_methods(video, checkpoint, settings, size, shots, content_loss),
+                          scorer)
 
 
 def result_key(checkpoint_sha256: str, config, settings: EvalSettings, video: Video, shots: int) -> str:
@@ -252,7 +252,7 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
     from talkinghead.checkpoint import file_sha256, load_checkpoint
     from talkinghead.eval.fid import FIDFeatures
     from talkinghead.eval.report import describe_checkpoint, write_report
-    from talkinghead.train.steps import build_content_loss
+    from talkinghead.losses import build_content_loss
 
     out = ensure_writable_dir(out_dir)
     per_video = ensure_writable_dir(out / "per_video")
@@ -274,8 +274,10 @@ def run_evaluation(checkpoint: str | os.PathLike, data_root: str | os.PathLike, 
         if path.is_file() and _cached_key(path) == key:
             continue  # resumable: finished (video, K) pairs with the same inputs are not recomputed
         try:
-            results, ex = evaluate_video(video, ckpt, settings, scorer, size, k, content_loss=content,
-                                         collect=fid.collector(name) if fid else None)
+            rendered = render_methods(video, ckpt, settings, size, k, content_loss=content)
+            if fid:
+                fid.add(name, rendered.outputs, rendered.target.crops)
+            results, ex = score_rendered(video, k, rendered, scorer)
         except TalkingHeadError as exc:
             failures.append(str(exc))
             log.warning("skipped: %s", exc)

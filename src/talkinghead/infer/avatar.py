@@ -43,6 +43,7 @@ from talkinghead.checkpoint import (
     load_checkpoint,
     load_networks,
     read_tagged_file,
+    with_overrides,
 )
 from talkinghead.train.finetune import finetune
 
@@ -142,7 +143,7 @@ class Avatar:
 
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))
         if overrides:  # checked before the (slower) face detection
-            ckpt = _with_overrides(ckpt, overrides)
+            ckpt = with_overrides(ckpt, overrides)
         faces = crops_from_sources(images, ckpt.config.model.image_size, shots=shots,
                                    detector=detector, progress=progress, on_progress=on_progress,
                                    max_size=ckpt.config.detail.max_size)
@@ -170,7 +171,7 @@ class Avatar:
         """
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
         if overrides:
-            ckpt = _with_overrides(ckpt, overrides)
+            ckpt = with_overrides(ckpt, overrides)
         config = ckpt.config
         dev = _device(device)
         if crops_hi is None and np.asarray(crops).ndim == 4 and np.asarray(crops).shape[1] > config.model.image_size:
@@ -229,7 +230,7 @@ class Avatar:
                 marks = torch.from_numpy(self.landmarks).to(self.device)
                 penalty = self.shot_penalty.to(self.device)
             self._renderer = AvatarRenderer(self._inference_generator(), self.psi.detach().float(), shots, marks,
-                                            penalty)
+                                            penalty, mouth=self.config.mouth)
         return self._renderer
 
     def detail_renderer(self) -> "DetailRenderer":
@@ -304,6 +305,7 @@ class Avatar:
         landmarks = np.asarray(landmarks, np.float32)
         if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
             raise TalkingHeadError(f"landmarks must be (T, 68, 2), got {landmarks.shape}")
+        check_in_crop(landmarks, self.size)
         if not 0 < shot_smoothing <= 1:
             raise TalkingHeadError(f"shot_smoothing must be in (0, 1], got {shot_smoothing}")
         size = self.check_size(size)
@@ -321,6 +323,32 @@ class Avatar:
                 images = self.render_at(sketches, chunk, size, None if bias is None else bias[start:start + len(chunk)])
             out[start:start + len(chunk)] = tensor_to_image(images)
         return out
+
+    def animate_track(self, track, mode: str = "relative", reference: str | int = "first", smooth: bool = True,
+                      fps: float = 25.0, batch_size: int = 16, progress: bool = True) -> np.ndarray:
+        """Render a driving track as ``talkinghead animate`` does: One-Euro smoothed, mapped onto
+        this face (:func:`~talkinghead.infer.reenact.adapt_landmarks`), shots cross-faded.
+
+        Args:
+            track: a :class:`~talkinghead.infer.driving.DrivingTrack` (from ``track_from_video`` or
+                ``track_from_npy``) or (T, 68, 2) landmarks in the driver's own pixels.
+            mode: ``"relative"`` (this face's shape, the driver's motion) or ``"absolute"``.
+            reference: the driver's neutral frame: an index, ``"first"`` or ``"best"``.
+            smooth: smooth the landmarks and cross-fade shots (as the CLI unless ``--no-smooth``).
+            fps: the landmarks' frame rate when ``track`` is an array (for smoothing).
+        Returns:
+            (T, S, S, 3) uint8 RGB frames.
+        """
+        from talkinghead.infer.driving import DrivingTrack, hold_lost_frames, smoothed
+        from talkinghead.infer.reenact import adapt_landmarks
+
+        if not isinstance(track, DrivingTrack):
+            landmarks, lost = hold_lost_frames(np.asarray(track, np.float32))
+            track = DrivingTrack(landmarks, fps, lost)
+        if smooth:
+            track = smoothed(track)
+        adapted = adapt_landmarks(track.landmarks, self.reference_landmarks, mode=mode, reference=reference)
+        return self.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth)
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -492,9 +520,10 @@ class AvatarRenderer(nn.Module):
     (see :meth:`Avatar.renderer`)."""
 
     def __init__(self, generator: nn.Module, psi: Tensor, shots: Tensor | None = None,
-                 shot_landmarks: Tensor | None = None, shot_penalty: Tensor | None = None):
+                 shot_landmarks: Tensor | None = None, shot_penalty: Tensor | None = None, mouth=None):
         super().__init__()
         self.generator = generator
+        self.mouth = mouth  # MouthConfig of the guide's distrust inside the mouth (None: defaults)
         self.register_buffer("psi", psi.reshape(-1))
         self.guided = shots is not None
         if self.guided:
@@ -514,7 +543,7 @@ class AvatarRenderer(nn.Module):
                 penalty = penalty + shot_bias.to(penalty)
             guide = warp_guide(self.shots[None].expand(b, -1, -1, -1, -1),
                                self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float(),
-                               fuse=self.generator.warp_shots, penalty=penalty)
+                               fuse=self.generator.warp_shots, penalty=penalty, mouth=self.mouth)
         return self.generator(sketches, self.psi.expand(b, -1), guide)
 
     def smoothing_bias(self, landmarks: Tensor, previous: Tensor | None = None,
@@ -547,15 +576,24 @@ def _unreliable_shot_penalty(config: Config, crops: np.ndarray, landmarks: np.nd
             + hidden_mouth_penalty(torch.from_numpy(spread), torch.from_numpy(np.asarray(landmarks, np.float32))))
 
 
-def _with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:
-    """The checkpoint with other fine-tuning settings; its architecture cannot change."""
-    import dataclasses
-
-    for item in overrides:
-        if not item.startswith(("train.", "loss.")):
-            raise TalkingHeadError(f"--set {item}: only train.* and loss.* settings can change for an existing "
-                                   "model (its architecture is fixed by the checkpoint)")
-    return dataclasses.replace(ckpt, config=ckpt.config.override(list(overrides)))
+def check_in_crop(landmarks: np.ndarray, size: int) -> None:
+    """Refuse (T, 68, 2) landmarks that are not in a ``size``-px crop's pixels: a face centred
+    outside the crop or larger than it renders garbage, and usually means a driving video's
+    landmarks were passed without mapping them onto the avatar."""
+    finite = np.isfinite(landmarks).all(axis=(1, 2))
+    if not finite.any():
+        return
+    marks = landmarks[finite]
+    centre = marks.mean(axis=1)  # (T, 2)
+    extent = (marks.max(axis=1) - marks.min(axis=1)).max(axis=1)  # (T,)
+    bad = ((centre < 0) | (centre >= size)).any(axis=1) | (extent > 1.5 * size)
+    if bad.any():
+        t = int(np.flatnonzero(finite)[np.flatnonzero(bad)[0]])
+        lo, hi = landmarks[t].min(axis=0), landmarks[t].max(axis=0)
+        raise TalkingHeadError(
+            f"landmarks of frame {t} span x {lo[0]:.0f}..{hi[0]:.0f}, y {lo[1]:.0f}..{hi[1]:.0f}: not in this "
+            f"avatar's {size}-px crop (a driving video's pixels?); map them onto the avatar with "
+            "adapt_landmarks(landmarks, avatar.reference_landmarks) or use avatar.animate_track(track)")
 
 
 def _check_crops_hi(crops_hi: np.ndarray, shots: int, config: Config) -> np.ndarray:

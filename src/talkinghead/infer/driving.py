@@ -163,7 +163,7 @@ def paste_frame(avatar, crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mode: str = "relative",
-                     reference: str | int = "first", side_by_side: bool = False, paste: bool = False,
+                     reference: str | int = "neutral", side_by_side: bool = False, paste: bool = False,
                      batch_size: int = 16, fps: float | None = None, progress: bool = True,
                      smooth: bool = True, expression=None, on_progress: ProgressCallback | None = None,
                      size: int | None = None) -> dict:

@@ -110,8 +110,8 @@ def detect_with_fallback(image: np.ndarray, detector, label: str, notes: list[st
 #: A face narrower than this fraction of the model's crop size gets a low-resolution warning.
 LOW_RESOLUTION_FRACTION = 0.5
 #: A shot is "in profile" when its nose tip lies this close to (or beyond) either end of the
-#: jaw line, as a fraction of the jaw's width. On the dev split's first frames frontal to 3/4
-#: faces give 0.12–0.64; the one profile (whose plain warps smear and lose the face) gives −0.02.
+#: jaw line, as a fraction of the jaw's width: below it dlib has guessed the hidden side
+#: (docs/experiments.md#calibrated-constants).
 PROFILE_NOSE_MARGIN = 0.1
 
 

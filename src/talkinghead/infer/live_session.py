@@ -1,22 +1,25 @@
-"""The `talkinghead live` session: avatar + source + pipeline, shown in a window, served to a
-browser as MJPEG (by the web app's server, which the command passes in), and/or recorded;
-ends on q/Esc, a closed window, the end of the input, ``--max-frames``, or Ctrl-C/SIGTERM
-(through :mod:`talkinghead.signals`)."""
+"""A live session: avatar + source + pipeline, shown in a window, served to a browser as MJPEG
+(by the web app's server, which the caller passes in), and/or recorded; ends on q/Esc, a closed
+window, the end of the input, ``max_frames``, or Ctrl-C/SIGTERM (through :mod:`talkinghead.signals`).
+``talkinghead live`` (:mod:`talkinghead.commands.live`) turns its arguments into :class:`LiveSettings`."""
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from talkinghead.errors import TalkingHeadError
 from talkinghead.infer.expression import Expression, apply_expression
-from talkinghead.infer.live import (FACE_MESSAGES, LiveDriver, LivePipeline, LiveRecorder, TorchRenderer,
-                                    VideoFileSource, camera_frames, compose_view)
+from talkinghead.infer.live import FACE_MESSAGES, LiveDriver, LivePipeline, LiveRecorder, TorchRenderer, compose_view
+
+if TYPE_CHECKING:
+    from talkinghead.infer.avatar import Avatar
 
 log = logging.getLogger(__name__)
 
@@ -35,75 +38,68 @@ def has_window_support() -> bool:
     return False
 
 
+@dataclass
+class LiveSettings:
+    """How a live session runs and where its pictures go (``talkinghead live``'s options, typed)."""
+
+    window: bool = True  # show an OpenCV window (needs a GUI build: :func:`has_window_support`)
+    serve_port: int | None = None  # serve the picture to a browser on this port (0: any free one)
+    output: str | None = None  # record what is shown to this .mp4, in the input's time
+    max_frames: int | None = None  # stop after this many captured frames
+    relative: bool = True  # the driver's motion on the avatar's own face shape (else absolute)
+    smoothing: bool = True  # One-Euro landmark smoothing and shot cross-fades
+    expression: Expression = field(default_factory=Expression)  # --eyes/--lips on adapted landmarks
+    size: int | None = None  # output size of the rendered face (default: Avatar.output_size)
+    display_size: int | None = None  # shown size of the avatar in pixels (default: the rendered size)
+    side_by_side: bool = False  # the driver beside the avatar
+    render_delay_s: float = 0.0  # slow the renderer (to see frame dropping)
+    onnx: bool = False  # render with onnxruntime instead of PyTorch
+    threads: int = 1  # torch/onnxruntime threads for rendering
+
+    def __post_init__(self):
+        if not self.window and self.serve_port is None and not self.output and self.max_frames is None:
+            raise TalkingHeadError("--no-window: nothing would show the avatar; add --serve PORT, -o FILE or "
+                                   "--max-frames N")
 
 
-def load_live_avatar(args):
-    from talkinghead.infer.avatar import Avatar
-    from talkinghead.infer.bundled import resolve_checkpoint
-
-    if args.avatar:
-        return Avatar.load(args.avatar, checkpoint=args.checkpoint, device="cpu")
-    sources = args.source[0] if len(args.source) == 1 else args.source
-    return Avatar.from_images(sources, resolve_checkpoint(args.checkpoint), finetune_steps=args.steps, device="cpu")
-
-
-def open_source(args):
-    if args.video is not None:
-        if "://" not in args.video and not Path(args.video).exists():
-            raise TalkingHeadError(f"{args.video}: video not found")
-        if "://" in args.video:  # a stream: frames come at their own rate, like a camera's
-            return camera_frames(args.video), 25.0
-        source = VideoFileSource(args.video, realtime=not args.as_fast_as_possible, loop=args.loop)
-        return source, source.fps
-    return camera_frames(args.camera), 25.0
-
-
-def run_live(args, serve=None) -> int:
-    """``serve(port)``: for ``--serve``, a server of the shown pictures with ``url``,
-    ``publish(rgb)`` and ``stop()`` (the web app's, given by the command)."""
+def run_live(avatar: Avatar, source: Iterable[np.ndarray], fps: float, settings: LiveSettings,
+             audio_from: str | None = None, serve: Callable[[int], object] | None = None) -> int:
+    """Drive ``avatar`` from ``source`` (RGB frames: a camera, a stream or a
+    :class:`~talkinghead.infer.live.VideoFileSource`) at ``fps`` until it ends, the window closes or
+    a stop signal comes; returns the exit code (0, or 130/143 when interrupted).
+    ``serve(port)``: for ``settings.serve_port``, a server of the shown pictures with ``url``,
+    ``publish(rgb)`` and ``stop()`` (the web app's, given by the command). ``audio_from``: a file
+    whose audio goes into the recording."""
     import torch
 
     from talkinghead.data.landmarks import get_detector
     from talkinghead.data.tracking import describe_tracking
     from talkinghead.signals import stop_requests
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    window = not args.no_window
-    if window and not has_window_support():
-        if args.serve is None and not args.output:
-            print("note: this OpenCV has no window support (opencv-python-headless); serving to the "
-                  "browser instead (--serve 0). Use --no-window with --serve PORT or -o FILE to choose.",
-                  file=sys.stderr)
-            args.serve = 0
-        window = False
-    if not window and args.serve is None and not args.output and args.max_frames is None:
-        raise TalkingHeadError("--no-window: nothing would show the avatar; add --serve PORT, -o FILE or --max-frames N")
-    avatar = load_live_avatar(args)
-    source, fps = open_source(args)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    if settings.serve_port is not None and serve is None:
+        raise TalkingHeadError("--serve: no picture server was given to run_live")
+    window = settings.window
     driver = LiveDriver(avatar.reference_landmarks, get_detector("dlib"),
-                        mode="absolute" if args.absolute else "relative", smoothing=not args.no_smooth)
-    if args.onnx:
+                        mode="relative" if settings.relative else "absolute", smoothing=settings.smoothing)
+    if settings.onnx:
         from talkinghead.infer.live import OnnxAvatarRenderer
 
-        renderer = OnnxAvatarRenderer(avatar, threads=args.threads or 1, cross_fade=not args.no_smooth,
-                                      size=getattr(args, "size", None))
+        renderer = OnnxAvatarRenderer(avatar, threads=settings.threads or 1, cross_fade=settings.smoothing,
+                                      size=settings.size)
     else:
-        renderer = TorchRenderer(avatar, cross_fade=not args.no_smooth, size=getattr(args, "size", None))
-    expression = Expression(eyes=args.eyes, lips=args.lips)
+        renderer = TorchRenderer(avatar, cross_fade=settings.smoothing, size=settings.size)
+    expression = settings.expression
     if not expression.is_identity:  # --eyes/--lips on the adapted landmarks, before rendering
         render_plain = renderer
         renderer = lambda landmarks: render_plain(apply_expression(landmarks, expression))  # noqa: E731
-    pipeline = LivePipeline(source, driver, renderer, max_frames=args.max_frames,
-                            render_delay=args.render_delay / 1000)
-    if args.serve is not None and serve is None:
-        raise TalkingHeadError("--serve: no picture server was given to run_live")
-    server = serve(args.serve) if args.serve is not None else None
+    pipeline = LivePipeline(source, driver, renderer, max_frames=settings.max_frames,
+                            render_delay=settings.render_delay_s)
+    server = serve(settings.serve_port) if settings.serve_port is not None else None
     if server is not None:
         print(f"serving the live avatar at {server.url}  (Ctrl-C to stop)", flush=True)
-    # A video file's audio goes into the recording (a camera or a stream has none to copy).
-    audio = args.video if isinstance(source, VideoFileSource) else None
-    recorder = LiveRecorder(args.output, fps, audio_from=audio) if args.output else None
+    recorder = LiveRecorder(settings.output, fps, audio_from=audio_from) if settings.output else None
     exit_code = 0
     previous_face = "ok"
     try:
@@ -114,7 +110,7 @@ def run_live(args, serve=None) -> int:
                 elif frame.face == "ok" and previous_face != "ok":
                     print(f"frame {frame.index}: face found again", file=sys.stderr, flush=True)
                 previous_face = frame.face
-                view = compose_view(frame, pipeline.current_fps(), args.display_size, args.side_by_side)
+                view = compose_view(frame, pipeline.current_fps(), settings.display_size, settings.side_by_side)
                 if server is not None:
                     server.publish(view)
                 if recorder is not None:
@@ -147,7 +143,7 @@ def run_live(args, serve=None) -> int:
     print(describe_tracking(driver.tracker.stats))
     if recorder is not None:
         extra = f", {recorder.skipped} skipped while the encoder was busy" if recorder.skipped else ""
-        print(f"wrote {args.output}: {recorder.written} frames, {recorder.seconds:.2f} s "
+        print(f"wrote {settings.output}: {recorder.written} frames, {recorder.seconds:.2f} s "
               f"({recorder.repeated} repeat the frame before: dropped live{extra})")
     if exit_code:
         print("interrupted" if exit_code == 130 else "terminated", file=sys.stderr)

@@ -40,29 +40,11 @@ def _require_onnx():
     return onnx, onnxruntime
 
 
-def _linalg_inv(g, matrix):
-    # No standard ONNX inverse: onnxruntime's contrib op (float, double).
-    return g.op("com.microsoft::Inverse", matrix)
-
-
-def _linalg_det(g, matrix):
-    # ONNX Det; onnxruntime implements it in float only (the warp's 3×3 corner matrices in
-    # pixels are well within float precision).
-    return g.op("CastLike", g.op("Det", g.op("Cast", matrix, to_i=1)), matrix)
-
-
-#: Symbolics for the operators of the warp-guided renderer (data/warp.py) that the exporter lacks.
-CUSTOM_SYMBOLICS = {"aten::linalg_inv": _linalg_inv, "aten::linalg_det": _linalg_det}
-
-
 def export_onnx(avatar, path: str | os.PathLike, opset: int = 17, size: int | None = None) -> Path:
     """Write ``avatar``'s renderer at output size ``size`` (default ``avatar.output_size``) as an
     ONNX model with a dynamic batch axis (atomically).
-    A warp-guided avatar's warp goes into the graph too (it uses onnxruntime's contrib
-    ``Inverse`` op, so such a model needs onnxruntime rather than any ONNX runtime)."""
+    A warp-guided avatar's warp goes into the graph too, in standard ONNX operators."""
     onnx, _ = _require_onnx()
-    for name, fn in CUSTOM_SYMBOLICS.items():
-        torch.onnx.register_custom_op_symbolic(name, fn, opset)
     path = Path(path)
     out_size = avatar.check_size(size)
     module = avatar.sized_renderer(out_size).to("cpu").eval()

@@ -7,11 +7,12 @@ from talkinghead.losses.adversarial import (
     hinge_d_loss,
     hinge_g_loss,
 )
-from talkinghead.losses.content import ContentLoss
+from talkinghead.losses.content import ContentLoss, build_content_loss
 from talkinghead.losses.vgg import VGG19Features, load_vgg19
 
 __all__ = [
     "ContentLoss",
+    "build_content_loss",
     "VGG19Features",
     "load_vgg19",
     "hinge_d_loss",

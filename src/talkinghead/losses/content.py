@@ -14,10 +14,16 @@ Fallbacks, so that training works offline without pretrained weights:
 
 from __future__ import annotations
 
+import logging
+
+import torch
 from torch import Tensor, nn
 
 from talkinghead.config import LossConfig
-from talkinghead.losses.vgg import VGG19Features
+from talkinghead.errors import TalkingHeadError
+from talkinghead.losses.vgg import VGG19Features, load_vgg19
+
+log = logging.getLogger(__name__)
 
 
 def layerwise_l1(fake_feats: list[Tensor], real_feats: list[Tensor]) -> Tensor:
@@ -72,3 +78,29 @@ def _frozen(net: nn.Module | None) -> nn.Module | None:
     if net is None:
         return None
     return net.eval().requires_grad_(False)
+
+
+def build_content_loss(cfg: LossConfig, device: torch.device | str = "cpu",
+                       require_vgg19: bool = False, warn: bool = True) -> ContentLoss:
+    """L_CNT with whatever pretrained feature networks exist offline: VGG19 (torchvision
+    weights or a local file; else a pixel-L1 fallback) and dlib's face ResNet (else skipped).
+    ``require_vgg19``: missing VGG19 weights are an error instead of the pixel-L1 fallback;
+    ``warn``: the fallback is logged as a warning (else at info level, see :func:`load_vgg19`)."""
+    from talkinghead.losses.vgg import ENV_VAR, TORCHVISION_FILE
+
+    vgg = load_vgg19(warn=warn)
+    if vgg is None and require_vgg19:
+        raise TalkingHeadError(
+            f"VGG19 weights not found: set ${ENV_VAR} to torchvision's {TORCHVISION_FILE} (or put it in "
+            f"{torch.hub.get_dir()}/checkpoints/); --allow-pixel-loss trains with the pixel-L1 stand-in instead"
+        )
+    face = None
+    if cfg.face > 0:
+        try:
+            from talkinghead.losses.face_net import FaceFeatures, load_dlib_face_resnet
+
+            net = load_dlib_face_resnet()
+            face = FaceFeatures(net) if net is not None else None
+        except ImportError:
+            log.warning("face-feature network unavailable; the face term of the content loss is off")
+    return ContentLoss(vgg, face, cfg).to(device)

@@ -116,14 +116,16 @@ def vgg19_from_file(path: str | os.PathLike) -> VGG19Features:
     return model.eval().requires_grad_(False)
 
 
-def load_vgg19(path: str | None = None) -> VGG19Features | None:
+def load_vgg19(path: str | None = None, warn: bool = True) -> VGG19Features | None:
     """Pretrained VGG19 features, frozen and in eval mode, or ``None`` if none are available.
 
     Looks in order at (1) ``path``, (2) ``$TALKINGHEAD_VGG19``, (3) the torch hub cache
     ``<torch.hub.get_dir()>/checkpoints/vgg19-dcbb9e9d.pth`` (where torchvision puts it).
     A path given explicitly (argument or variable) that does not exist is an error, not a
-    fallback, so a typo cannot silently change the loss. If nothing is found, logs one
-    warning and returns ``None``; the content loss then uses a pixel L1 term instead.
+    fallback, so a typo cannot silently change the loss. If nothing is found, returns ``None``
+    (the content loss then uses a pixel L1 term instead) and logs why: a warning with ``warn``
+    (training, where it matters), else at info level (fine-tuning an avatar: the bundled model
+    was meta-learned with the same stand-in).
     """
     explicit = path or os.environ.get(ENV_VAR) or None
     if explicit:
@@ -134,7 +136,7 @@ def load_vgg19(path: str | None = None) -> VGG19Features | None:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
     if cached.is_file():
         return vgg19_from_file(cached)
-    log.warning(
+    (log.warning if warn else log.info)(
         "no VGG19 ImageNet weights found (looked at $%s and %s); the content loss uses "
         "pixel L1 instead of VGG19 features. Put torchvision's %s there or set $%s to use them.",
         ENV_VAR, cached, TORCHVISION_FILE, ENV_VAR,

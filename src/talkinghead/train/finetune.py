@@ -21,7 +21,8 @@ from talkinghead.config import Config
 from talkinghead.data.sketch import landmarks_to_sketch_batch
 from talkinghead.data.warp import warp_guide
 from talkinghead.progress import ProgressBar, ProgressCallback
-from talkinghead.train.steps import build_content_loss, discriminator_losses, generator_losses
+from talkinghead.losses import build_content_loss
+from talkinghead.train.steps import discriminator_losses, generator_losses
 
 
 def random_similarity_warp(images: Tensor, landmarks: Tensor, generator: torch.Generator,
@@ -148,7 +149,7 @@ def finetune(
         raise ValueError("fine-tuning a warp-guided G needs the shots' landmarks")
     if steps <= 0:
         return G.eval(), psi.detach(), []
-    content = content_loss if content_loss is not None else build_content_loss(lc, device)
+    content = content_loss if content_loss is not None else build_content_loss(lc, device, warn=False)
     fused = device.type == "cuda"
     opt_g = torch.optim.Adam(list(G.parameters()) + [psi], lr=tc.finetune_lr_generator, betas=tc.betas,
                              fused=fused)

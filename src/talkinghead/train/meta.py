@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ import torch.distributed as dist
 from talkinghead.config import Config
 from talkinghead.data.episodes import to_unit_range
 from talkinghead.data.warp import paste_occluders, warp_guide
-from talkinghead.losses import embedding_match_loss
+from talkinghead.losses import ContentLoss, embedding_match_loss
 from talkinghead.train.steps import discriminator_losses, generator_losses
 
 LATEST = "latest.safetensors"
@@ -132,15 +133,66 @@ def guide_shots(config: Config) -> int:
     return config.model.warp_shots
 
 
-def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: Config,
-              device: torch.device, disc_batches: tuple[dict, ...] = ()):
+class OptimizerPair:
+    """D's two optimisers stepped as one: Adam for the trunk, sparse Adam for the rows W."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+
+@dataclass
+class MetaNetworks:
+    """What one meta-learning step runs and updates. ``E``, ``render`` and ``D`` are as the step
+    calls them (DDP replicas or compiled, in training); ``raw_d`` is D itself, whose per-video rows
+    W the embedding match reads and :func:`reduce_sparse_rows` averages."""
+
+    E: torch.nn.Module
+    render: torch.nn.Module  # :class:`RenderFromEmbedding` of G
+    D: torch.nn.Module
+    raw_d: torch.nn.Module
+    opt_g: torch.optim.Optimizer  # E and G (with P)
+    opt_d: OptimizerPair  # D's trunk and its rows W
+    content: ContentLoss
+
+    @classmethod
+    def from_models(cls, E, G, D, optimizers: dict[str, torch.optim.Optimizer],
+                    content: ContentLoss) -> "MetaNetworks":
+        """Unwrapped networks and :func:`~talkinghead.train.trainer.build_optimizers`' dict."""
+        return cls(E, RenderFromEmbedding(G), D, D, optimizers["g"],
+                   OptimizerPair(optimizers["d"], optimizers["w"]), content)
+
+
+@dataclass
+class MetaStepResult:
+    """What a step reports for logging: its batch, G's rendering and the losses (all on device)."""
+
+    shown: torch.Tensor  # (B, K, 3, S, S): the K shots, or (B, 1, 3, S, S) the guide of a warp-guided G
+    target_sketch: torch.Tensor  # (B, 3, S, S)
+    target: torch.Tensor  # (B, 3, S, S)
+    fake: torch.Tensor  # (B, 3, S, S)
+    loss_g: torch.Tensor  # scalar: the E+G objective
+    loss_d: torch.Tensor  # scalar: D's objective at its last step
+    terms: dict[str, torch.Tensor]  # the unweighted loss terms and ‖ê‖, by name
+
+
+def meta_step(batch: dict, nets: MetaNetworks, config: Config, device: torch.device,
+              disc_batches: tuple[dict, ...] = ()) -> MetaStepResult:
     """One meta-learning step on a batch of episodes: E+G update, then ``disc_steps`` D updates.
 
     ``batch``: collated episodes (:class:`~talkinghead.data.episodes.EpisodeDataset`), uint8
     images. ``disc_batches``: with ``train.disc_fresh_batches``, ``disc_steps − 1`` more
     batches, one for each D step after the first.
-    Returns (shots or, warp-guided, guides; target_sketch, target, fake, loss_g, loss_d, terms) for logging.
     """
+    E, render, D, raw_d, content = nets.E, nets.render, nets.D, nets.raw_d, nets.content
+    opt_g, opt_d = nets.opt_g, nets.opt_d
     tc, lc = config.train, config.loss
     guided = config.model.warp_guidance
     fuse = guide_shots(config)
@@ -184,7 +236,7 @@ def meta_step(batch: dict, E, render, D, raw_d, opt_g, opt_d, content, config: C
     # ‖ê‖ watches for a collapsed embedder (ê ≡ 0 makes every person look the same).
     terms = {**terms, **d_terms, "embedding_match": mch, "embedding/mean_abs": e_hat.detach().abs().mean()}
     shown = episodes["guide"][:, None, :3] if guided else episodes["frames"]
-    return shown, target_sketch, target, fake, loss_g, loss_d, terms
+    return MetaStepResult(shown, target_sketch, target, fake, loss_g, loss_d, terms)
 
 
 def train_meta(

@@ -8,48 +8,13 @@ Meta-learning adds the embedding match L_MCH; fine-tuning has no embedder.
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from talkinghead.config import LossConfig
-from talkinghead.errors import TalkingHeadError
-from talkinghead.losses import (
-    ContentLoss,
-    feature_matching_loss,
-    hinge_d_loss,
-    hinge_g_loss,
-    load_vgg19,
-)
-
-log = logging.getLogger(__name__)
-
-
-def build_content_loss(cfg: LossConfig, device: torch.device | str = "cpu",
-                       require_vgg19: bool = False) -> ContentLoss:
-    """L_CNT with whatever pretrained feature networks exist offline: VGG19 (torchvision
-    weights or a local file; else a pixel-L1 fallback) and dlib's face ResNet (else skipped).
-    ``require_vgg19``: missing VGG19 weights are an error instead of the pixel-L1 fallback."""
-    from talkinghead.losses.vgg import ENV_VAR, TORCHVISION_FILE
-
-    vgg = load_vgg19()
-    if vgg is None and require_vgg19:
-        raise TalkingHeadError(
-            f"VGG19 weights not found: set ${ENV_VAR} to torchvision's {TORCHVISION_FILE} (or put it in "
-            f"{torch.hub.get_dir()}/checkpoints/); --allow-pixel-loss trains with the pixel-L1 stand-in instead"
-        )
-    face = None
-    if cfg.face > 0:
-        try:
-            from talkinghead.losses.face_net import FaceFeatures, load_dlib_face_resnet
-
-            net = load_dlib_face_resnet()
-            face = FaceFeatures(net) if net is not None else None
-        except ImportError:
-            log.warning("face-feature network unavailable; the face term of the content loss is off")
-    return ContentLoss(vgg, face, cfg).to(device)
+from talkinghead.losses import ContentLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
 
 
 def _double(kwargs: dict) -> dict:

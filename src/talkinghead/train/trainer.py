@@ -29,8 +29,9 @@ from talkinghead.models import build_models
 from talkinghead.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, StopRequest, stop_requests
 from talkinghead.train import meta
 from talkinghead.train.distributed import DistInfo, agree_max, all_reduce_mean, any_rank
-from talkinghead.train.meta import LATEST, RenderFromEmbedding, latest_checkpoint
-from talkinghead.train.steps import build_content_loss, image_grid
+from talkinghead.train.meta import LATEST, OptimizerPair, RenderFromEmbedding, latest_checkpoint  # noqa: F401
+from talkinghead.losses import build_content_loss
+from talkinghead.train.steps import image_grid
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,6 @@ class TrainingStopped(TalkingHeadError):
         self.reason, self.step, self.checkpoint = reason, step, checkpoint
         self.exit_code = EXIT_TERMINATED if reason == "terminated" else EXIT_INTERRUPTED
         super().__init__(f"stopped ({reason}) at step {step}; checkpoint {checkpoint} (continue with --resume)")
-
-
-class OptimizerPair:
-    """D's two optimisers stepped as one: Adam for the trunk, sparse Adam for the rows W."""
-
-    def __init__(self, *optimizers: torch.optim.Optimizer):
-        self.optimizers = optimizers
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for opt in self.optimizers:
-            opt.step()
 
 
 def build_optimizers(E, G, D, config: Config, device: torch.device) -> dict[str, torch.optim.Optimizer]:
@@ -276,8 +262,8 @@ class Trainer:
         :class:`TrainingStopped` (after checkpointing) on Ctrl-C or SIGTERM."""
         tc, info = self.config.train, self.info
         E, render, D, raw_d = self._wrapped()
-        opt_g = self.optimizers["g"]
-        opt_d = OptimizerPair(self.optimizers["d"], self.optimizers["w"])
+        nets = meta.MetaNetworks(E, render, D, raw_d, self.optimizers["g"],
+                                 meta.OptimizerPair(self.optimizers["d"], self.optimizers["w"]), self.content)
         writer = None
         if info.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -296,10 +282,9 @@ class Trainer:
             with stop_requests() as stop:
                 while self.step < tc.steps:
                     fetched = [next(batches) for _ in range(self.batches_per_step)]
-                    out = meta.meta_step(fetched[0], E, render, D, raw_d, opt_g, opt_d, self.content,
-                                         self.config, info.device, disc_batches=tuple(fetched[1:]))
-                    frames, target_sketch, target, fake, loss_g, loss_d, terms = out
-                    nonfinite |= ~(torch.isfinite(loss_g) & torch.isfinite(loss_d))
+                    out = meta.meta_step(fetched[0], nets, self.config, info.device,
+                                         disc_batches=tuple(fetched[1:]))
+                    nonfinite |= ~(torch.isfinite(out.loss_g) & torch.isfinite(out.loss_d))
                     self.step += 1
                     self._window_steps += 1
                     bar.update(1)
@@ -309,9 +294,9 @@ class Trainer:
                             failed = True
                             break
                     if self.step % tc.log_every == 0 or self.step == tc.steps:
-                        self._log(writer, bar, loss_g, loss_d, terms)
+                        self._log(writer, bar, out.loss_g, out.loss_d, out.terms)
                     if writer and (self.step % tc.image_every == 0 or self.step == 1):
-                        self._save_samples(writer, [frames[:, 0], target_sketch, target, fake])
+                        self._save_samples(writer, [out.shown[:, 0], out.target_sketch, out.target, out.fake])
                     if at_checkpoint:
                         last_saved = self.checkpoint()
                     stop_code = self._stop_code(stop, started)

@@ -1,7 +1,7 @@
 """What passing over shots with guessed landmarks changes: the warp guide with and without it.
 
-    python benchmarks/warp_shot_check.py --data data/faces128                      # K = 8 and 32
-    python benchmarks/warp_shot_check.py --data data/faces128 --strip docs/shot_check.png
+    python experiments/warp_shot_check.py --data data/faces128                      # K = 8 and 32
+    python experiments/warp_shot_check.py --data data/faces128 --strip docs/shot_check.png
 
 For every dev video of the bundled split, the evaluation protocol's shots and targets
 (:mod:`talkinghead.eval.protocol`) are taken; each shot's landmarks are refitted by dlib's shape
@@ -17,42 +17,31 @@ plain guide and the checked guide.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from warp_ab import WarpComparison, write_strip
+from harness import WarpComparison, clips, parser, protocol_samples, write_strip
 
-from talkinghead.data.episodes import load_videos
 from talkinghead.data.landmarks import get_detector, landmark_refit_error
 from talkinghead.data.warp import unreliable_shot_penalty
-from talkinghead.eval.protocol import Scorer, classical_warp, load_samples, select_frames
-from talkinghead.eval.splits import load_split
+from talkinghead.eval.protocol import Scorer, classical_warp
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, help="data set prepared by `talkinghead prepare`")
-    ap.add_argument("--split-file", default="faces")
-    ap.add_argument("--shots", type=int, nargs="+", default=[8, 32])
-    ap.add_argument("--targets", type=int, default=8)
+    ap = parser(__doc__, shots=(8, 32))
     ap.add_argument("--fuse", type=int, default=2, help="shots the guide fuses (the bundled model: 2)")
     ap.add_argument("--strip", type=Path, help="write a picture of the most changed video (PNG)")
     args = ap.parse_args()
 
-    videos = load_videos(args.data, load_split(args.split_file)["dev"], min_frames=1)
+    videos = clips(args)
     scorer, detector = Scorer(), get_detector("dlib")
     best = None  # (changed targets, rows of the strip)
     for k in args.shots:
         comparison = WarpComparison(scorer, "plain", "checked")
         flagged_videos = refit_seconds = refits = 0
-        for video in videos:
-            picks = select_frames(len(video.frames), k, args.targets)
-            if picks is None:
-                continue
-            shots, targets = load_samples(video, picks[0], None), load_samples(video, picks[1], None)
+        for video, shots, targets in protocol_samples(videos, k, args.targets, None):
             start = time.perf_counter()
             error = landmark_refit_error(shots.crops, shots.landmarks, detector)
             refit_seconds, refits = refit_seconds + time.perf_counter() - start, refits + len(error)

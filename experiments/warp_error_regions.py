@@ -1,7 +1,7 @@
 """Where the classical warp's error lies, and what softening each region would change.
 
-    python benchmarks/warp_error_regions.py --data data/faces128              # dev split, K = 1
-    python benchmarks/warp_error_regions.py --data data/faces128 --shots 8
+    python experiments/warp_error_regions.py --data data/faces128              # dev split, K = 1
+    python experiments/warp_error_regions.py --data data/faces128 --shots 8
 
 For every dev video of the bundled split, the evaluation protocol's shots and targets
 (:mod:`talkinghead.eval.protocol`) are taken and each target is predicted by the classical warp
@@ -14,17 +14,14 @@ these metrics, which a G trained on the content loss alone learns to do.
 
 from __future__ import annotations
 
-import argparse
-
 import cv2
 import numpy as np
 import torch
+from harness import clips, parser, print_table, protocol_samples
 
-from talkinghead.data.episodes import load_videos
 from talkinghead.data.warp import head_mask
 from talkinghead.eval.metrics import image_scores
-from talkinghead.eval.protocol import classical_warp, load_samples, select_frames
-from talkinghead.eval.splits import load_split
+from talkinghead.eval.protocol import classical_warp
 
 
 def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
@@ -38,22 +35,13 @@ def mean_scores(out: np.ndarray, real: np.ndarray, landmarks: np.ndarray) -> np.
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, help="data set prepared by `talkinghead prepare`")
-    ap.add_argument("--split-file", default="faces")
-    ap.add_argument("--shots", type=int, default=1)
-    ap.add_argument("--targets", type=int, default=8)
+    ap = parser(__doc__, shots=(1,))
     ap.add_argument("--sigmas", nargs="+", type=float, default=[0.7, 1.5, 3.0])
     args = ap.parse_args()
 
-    videos = load_videos(args.data, load_split(args.split_file)["dev"], min_frames=1)
+    (k,) = args.shots
     variants: dict[str, list[np.ndarray]] = {}
-    for video in videos:
-        picks = select_frames(len(video.frames), args.shots, args.targets)
-        if picks is None:
-            continue
-        shots = load_samples(video, picks[0], None)
-        targets = load_samples(video, picks[1], None)
+    for video, shots, targets in protocol_samples(clips(args), k, args.targets, None):
         warped = classical_warp(shots, targets.landmarks)
         side = warped.shape[1]
         mask = head_mask(torch.from_numpy(targets.landmarks).float(), side).numpy()[:, 0, :, :, None]
@@ -66,10 +54,10 @@ def main() -> None:
             for name, m in ((f"blur σ={sigma} inside the head", mask), (f"blur σ={sigma} outside the head", 1 - mask)):
                 out = (m * blurred + (1 - m) * warped).round().astype(np.uint8)
                 variants.setdefault(name, []).append(mean_scores(out, targets.crops, targets.landmarks))
-    print(f"\nK = {args.shots}, {len(variants.get('warp', []))} videos: mean SSIM / PSNR / sharpness")
-    for name, rows in variants.items():
-        s, p, sh = np.mean(rows, axis=0)
-        print(f"  {name:34s} {s:.4f}  {p:6.2f} dB  {sh:.2f}")
+    print()
+    print_table(("variant", "SSIM", "PSNR", "sharpness"),
+                [(name, *np.mean(rows, axis=0).tolist()) for name, rows in variants.items()],
+                f"K = {k}, {len(variants.get('warp', []))} videos: the classical warp blurred by region")
 
 
 if __name__ == "__main__":

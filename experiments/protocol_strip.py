@@ -1,8 +1,8 @@
 """One dev video as ``evaluate`` renders it, one labelled row each: the real frames, the
 classical warp, and each model fine-tuned (FT); optionally a row of the avatar's shots.
 
-    python benchmarks/protocol_strip.py --data data/faces128 -o docs/head_turn.jpg
-    python benchmarks/protocol_strip.py --data data/faces128 --video pyfeat_wlanger/pyfeat_wlanger \\
+    python experiments/protocol_strip.py --data data/faces128 -o docs/head_turn.jpg
+    python experiments/protocol_strip.py --data data/faces128 --video pyfeat_wlanger/pyfeat_wlanger \\
         --shots 32 --frames run --shot-row --compare paper769.safetensors "paper G, FT" \\
         -o docs/occluded_shots.jpg
 
@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from talkinghead.checkpoint import load_checkpoint
 from talkinghead.data.episodes import load_videos
-from talkinghead.eval.protocol import EvalSettings, Scorer, evaluate_video, load_samples, select_frames
+from talkinghead.eval.protocol import EvalSettings, Scorer, render_methods, score_rendered
 from talkinghead.fileio import atomic_path
 from talkinghead.infer.bundled import resolve_checkpoint
 
@@ -59,18 +59,15 @@ def main() -> None:
     for i, (path, label) in enumerate(models):
         checkpoint = load_checkpoint(path)
         size = checkpoint.config.model.image_size
-        seen = {}
-        results, _ = evaluate_video(video, checkpoint, EvalSettings(), scorer, size, args.shots,
-                                    collect=lambda outputs, real: seen.update(outputs, real=real),
-                                    collect_run=lambda runs, real: seen.update(run=runs, run_real=real))
+        rendered = render_methods(video, checkpoint, EvalSettings(), size, args.shots)
+        results, _ = score_rendered(video, args.shots, rendered, scorer)
         if args.frames == "targets":
-            real, outputs = seen["real"], seen
+            real, outputs = rendered.target.crops, rendered.outputs
         else:
-            real, outputs = seen["run_real"][::args.every], {m: f[::args.every] for m, f in seen["run"].items()}
+            real, outputs = rendered.run.crops[::args.every], {m: f[::args.every] for m, f in rendered.runs.items()}
         if i == 0:
             if args.shot_row:
-                shot_idx = select_frames(len(video.frames), args.shots, EvalSettings().targets)[0]
-                shots = load_samples(video, shot_idx, size).crops
+                shots = rendered.source.crops
                 shown = np.linspace(0, len(shots) - 1, min(len(real), len(shots))).round().astype(int)
                 rows.append(labelled_row(shots[shown], f"{len(shown)} of the {args.shots} shots"))
             rows.append(labelled_row(real, "real"))

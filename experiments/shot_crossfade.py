@@ -1,7 +1,7 @@
 """What cross-fading between shots on consecutive frames does to the jitter figure.
 
-    python benchmarks/shot_crossfade.py --data data/faces128            # K = 8 and 32, FF, dev
-    python benchmarks/shot_crossfade.py --data data/faces128 --split train --videos 16 --rates 0.25 0.1 0.06
+    python experiments/shot_crossfade.py --data data/faces128            # K = 8 and 32, FF, dev
+    python experiments/shot_crossfade.py --data data/faces128 --split train --videos 16 --rates 0.25 0.1 0.06
 
 For every dev video of the bundled split (or ``--videos`` videos drawn from another split), the
 bundled model builds the evaluation protocol's avatar from its K shots (FF: no fine-tuning, so the
@@ -16,43 +16,29 @@ the mean SSIM of the run's frames against the real ones (what a shot lagging the
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
+from harness import jitter_clips, model, parser, protocol_samples
 
-from talkinghead.checkpoint import load_checkpoint
 from talkinghead.data.warp import SHOT_SMOOTHING
 from talkinghead.eval.metrics import ssim
-from talkinghead.eval.protocol import Scorer, jitter_run, jitter_videos, load_samples, select_frames
-from talkinghead.eval.splits import load_split
+from talkinghead.eval.protocol import Scorer, jitter_run
 from talkinghead.infer.avatar import Avatar
-from talkinghead.infer.bundled import resolve_checkpoint
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, help="data set prepared by `talkinghead prepare`")
-    ap.add_argument("--split-file", default="faces")
-    ap.add_argument("--split", default="dev", help="which identities of the split file")
-    ap.add_argument("--videos", type=int, default=0, help="draw this many videos (seed 0); 0: all")
-    ap.add_argument("--shots", type=int, nargs="+", default=[8, 32])
+    ap = parser(__doc__, shots=(8, 32), checkpoint=True)
     ap.add_argument("--rates", type=float, nargs="+", default=[SHOT_SMOOTHING])
-    ap.add_argument("--checkpoint", default=None, help="meta checkpoint (default: the bundled model)")
     args = ap.parse_args()
 
-    checkpoint = load_checkpoint(resolve_checkpoint(args.checkpoint))
+    checkpoint = model(args)
     size = checkpoint.config.model.image_size
-    videos = jitter_videos(args.data, load_split(args.split_file)[args.split], args.videos)
+    videos = jitter_clips(args)
     scorer = Scorer()
     settings = {"per frame": None, **{f"rate {r:g}": r for r in args.rates}}
     for k in args.shots:
         jitter = {name: [] for name in settings}
         fidelity = {name: [] for name in settings}
-        for video in videos:
-            picks = select_frames(len(video.frames), k, 8)
-            if picks is None:
-                continue
-            shots = load_samples(video, picks[0], size)
+        for video, shots, _targets in protocol_samples(videos, k, args.targets, size):
             run, drive = jitter_run(video, size)
             avatar = Avatar.from_crops(shots.crops, shots.landmarks, checkpoint, finetune_steps=0, progress=False)
             for name, rate in settings.items():

@@ -1,7 +1,7 @@
 """What the warp's symmetric fill changes: the classical warp with and without it, on the dev split.
 
-    python benchmarks/warp_symmetric_fill.py --data data/faces128                 # K = 1
-    python benchmarks/warp_symmetric_fill.py --data data/faces128 --shots 1 8 32 --strip docs/profile_fill.png
+    python experiments/warp_symmetric_fill.py --data data/faces128                 # K = 1
+    python experiments/warp_symmetric_fill.py --data data/faces128 --shots 1 8 32 --strip docs/profile_fill.png
 
 For every dev video of the bundled split, the evaluation protocol's shots and targets
 (:mod:`talkinghead.eval.protocol`) are taken and each target is predicted by the classical warp
@@ -14,36 +14,25 @@ changed most targets at the first K: its shot, the real targets, the plain warp 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-from warp_ab import WarpComparison, write_strip
+from harness import WarpComparison, clips, parser, protocol_samples, write_strip
 
-from talkinghead.data.episodes import load_videos
-from talkinghead.eval.protocol import Scorer, classical_warp, load_samples, select_frames
-from talkinghead.eval.splits import load_split
+from talkinghead.eval.protocol import Scorer, classical_warp
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, help="data set prepared by `talkinghead prepare`")
-    ap.add_argument("--split-file", default="faces")
-    ap.add_argument("--shots", type=int, nargs="+", default=[1])
-    ap.add_argument("--targets", type=int, default=8)
+    ap = parser(__doc__, shots=(1,))
     ap.add_argument("--strip", type=Path, help="write a picture of the most changed video (PNG)")
     args = ap.parse_args()
 
-    videos = load_videos(args.data, load_split(args.split_file)["dev"], min_frames=1)
+    videos = clips(args)
     scorer = Scorer()
     best = None  # (changed targets, rows of the strip)
     for k in args.shots:
         comparison = WarpComparison(scorer, "plain", "filled")
-        for video in videos:
-            picks = select_frames(len(video.frames), k, args.targets)
-            if picks is None:
-                continue
-            shots, targets = load_samples(video, picks[0], None), load_samples(video, picks[1], None)
+        for video, shots, targets in protocol_samples(videos, k, args.targets, None):
             plain = classical_warp(shots, targets.landmarks, symmetric_fill=False)
             filled = classical_warp(shots, targets.landmarks)
             changed, rows = comparison.add(plain, filled, targets)

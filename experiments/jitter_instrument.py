@@ -1,6 +1,6 @@
 """Is the jitter figure measuring motion or the landmark detector's noise?
 
-    python benchmarks/jitter_instrument.py --data data/faces128 --checkpoint MODEL --shots 32 --frames 24
+    python experiments/jitter_instrument.py --data data/faces128 --checkpoint MODEL --shots 32 --frames 24
 
 For every dev video, builds the evaluation protocol's FT avatar from its K shots and renders its
 jitter run (driving landmarks One-Euro smoothed, as ``evaluate`` does), then scores the same
@@ -14,19 +14,14 @@ resolution they are 1 by definition, so a reading well above 1 is the instrument
 
 from __future__ import annotations
 
-import argparse
-
 import cv2
 import numpy as np
+from harness import clips, model, parser, print_table, protocol_samples
 
-from talkinghead.checkpoint import load_checkpoint
-from talkinghead.data.episodes import load_videos
 from talkinghead.eval.metrics import detect_landmarks_on_images, jitter_ratio
-from talkinghead.eval.protocol import Scorer, jitter_run, load_samples, select_frames
-from talkinghead.eval.splits import load_split
+from talkinghead.eval.protocol import Scorer, jitter_run
 from talkinghead.infer.avatar import Avatar
-from talkinghead.infer.bundled import resolve_checkpoint
-from talkinghead.train.steps import build_content_loss
+from talkinghead.losses import build_content_loss
 
 INSTRUMENTS = {"as is": (0, 0.0), "blurred σ=1": (0, 1.0), "enlarged 256": (256, 0.0), "enlarged 512": (512, 0.0)}
 
@@ -40,25 +35,19 @@ def read_jitter(frames: np.ndarray, landmarks: np.ndarray, detector, enlarge_to:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, help="data set prepared by `talkinghead prepare`")
-    ap.add_argument("--checkpoint", default=None, help="meta checkpoint (default: the bundled model)")
-    ap.add_argument("--split-file", default="faces")
-    ap.add_argument("--shots", type=int, default=32)
+    ap = parser(__doc__, shots=(32,), checkpoint=True)
     ap.add_argument("--frames", type=int, default=48, help="consecutive frames per run")
     args = ap.parse_args()
 
-    checkpoint = load_checkpoint(resolve_checkpoint(args.checkpoint))
+    (k,) = args.shots
+    checkpoint = model(args)
     size = checkpoint.config.model.image_size
     content = build_content_loss(checkpoint.config.loss, "cpu")
     detector = Scorer().detector
-    videos = load_videos(args.data, load_split(args.split_file)["dev"], min_frames=1)
     readings = {"rendered": {n: [] for n in INSTRUMENTS}, "real": {n: [] for n in INSTRUMENTS}}
-    for video in videos:
-        picks = select_frames(len(video.frames), args.shots, 8)
-        if picks is None or len(video.frames) - len(video.frames) // 2 < args.frames:
+    for video, shots, _targets in protocol_samples(clips(args), k, args.targets, size):
+        if len(video.frames) - len(video.frames) // 2 < args.frames:
             continue
-        shots = load_samples(video, picks[0], size)
         run, drive = jitter_run(video, size, args.frames)
         avatar = Avatar.from_crops(shots.crops, shots.landmarks, checkpoint, progress=False, content_loss=content)
         frames = avatar.animate(drive, progress=False)
@@ -66,11 +55,10 @@ def main() -> None:
             readings["rendered"][name].append(read_jitter(frames, run.landmarks, detector, enlarge_to, blur))
             readings["real"][name].append(read_jitter(run.crops, run.landmarks, detector, enlarge_to, blur))
         print(f"{video.key:36s} " + "  ".join(f"{n} {readings['rendered'][n][-1]:.3f}" for n in INSTRUMENTS), flush=True)
-    print(f"K = {args.shots}, {args.frames} frames, {len(readings['real']['as is'])} videos, "
-          f"checkpoint {checkpoint.path.name}")
-    for name in INSTRUMENTS:
-        print(f"  {name:13s}: rendered (FT) {np.mean(readings['rendered'][name]):.3f}, "
-              f"real frames {np.mean(readings['real'][name]):.3f}")
+    print_table(("instrument", "rendered (FT)", "real frames"),
+                [(n, float(np.mean(readings["rendered"][n])), float(np.mean(readings["real"][n]))) for n in INSTRUMENTS],
+                f"K = {k}, {args.frames} frames, {len(readings['real']['as is'])} videos, "
+                f"checkpoint {checkpoint.path.name}: jitter ratio by instrument")
 
 
 if __name__ == "__main__":
