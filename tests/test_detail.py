@@ -229,3 +229,12 @@ def test_corrupt_high_resolution_shots_are_one_line(guided_avatar, tmp_path):
         with pytest.raises(TalkingHeadError, match="corrupt avatar file") as err:
             Avatar.load(tmp_path / "bad.avatar")
         assert problem in str(err.value)
+
+
+def test_at_the_network_size_the_output_is_the_plain_renderers(guided_avatar):
+    from talkinghead.data.sketch import landmarks_to_sketch, sketch_to_tensor
+
+    marks = _faces(64, 3, seed=6)[1][:3]
+    sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(m, 64)) for m in marks])
+    plain = guided_avatar.render(sketches, marks)
+    assert torch.allclose(guided_avatar.render_at(sketches, marks, 64), plain, atol=1e-5)

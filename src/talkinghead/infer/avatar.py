@@ -243,7 +243,7 @@ class Avatar:
             self._detail_renderer = DetailRenderer(
                 self._inference_generator(), self.psi.detach().float(), shots, shots_hi,
                 torch.from_numpy(self.landmarks).to(self.device), self.shot_penalty.to(self.device),
-                self.config.detail)
+                self.config.detail, self.config.mouth)
         return self._detail_renderer
 
     def sized_renderer(self, size: int | None = None) -> nn.Module:

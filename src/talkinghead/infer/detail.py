@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from talkinghead.config import DetailConfig
+from talkinghead.config import DetailConfig, MouthConfig
 from talkinghead.data.warp import warp_guide
 from talkinghead.errors import TalkingHeadError
 
@@ -116,6 +116,10 @@ def agreement_alpha(out_lo: Tensor, guide_lo: Tensor, temperature: float) -> Ten
     return torch.exp(-diff / temperature)
 
 
+#: The detail layer's warps: colours only, no trust mask inside the mouth (see DetailRenderer.guide).
+NO_MOUTH_DISTRUST = MouthConfig(guide_distrust=False)
+
+
 class DetailRenderer(nn.Module):
     """An avatar rendered at any output size (see the module docstring).
 
@@ -125,11 +129,12 @@ class DetailRenderer(nn.Module):
     """
 
     def __init__(self, generator: nn.Module, psi: Tensor, shots: Tensor, shots_hi: Tensor, shot_landmarks: Tensor,
-                 shot_penalty: Tensor | None, config: DetailConfig):
+                 shot_penalty: Tensor | None, config: DetailConfig, mouth: MouthConfig | None = None):
         super().__init__()
         self.generator = generator
         self.network_size = int(shots.shape[-1])
         self.config = config
+        self.mouth = mouth  # the network's guide's distrust inside the mouth (None: defaults), as AvatarRenderer
         self.guided = bool(getattr(generator, "warp_guidance", False))
         self.fuse = int(getattr(generator, "warp_shots", 1)) if self.guided else 1
         self.register_buffer("psi", psi.reshape(-1))
@@ -150,10 +155,12 @@ class DetailRenderer(nn.Module):
         return self._resampled[size]
 
     def guide(self, landmarks: Tensor, size: int, shot_bias: Tensor | None = None, fuse: int | None = None,
-              penalty: bool = True) -> Tensor:
+              penalty: bool = True, trust: bool = True) -> Tensor:
         """(B, 4, O, O): the ``fuse`` (default: G's) nearest shots warped onto ``landmarks``
         (B, 68, 2, S-px) at size O, and the trust mask (:func:`~talkinghead.data.warp.warp_guide`).
-        ``penalty=False``: shots ranked by landmark distance alone (the classical warp)."""
+        ``penalty=False``: shots ranked by landmark distance alone (the classical warp).
+        ``trust=False``: the trust mask without the mouth's distrust (which only G reads, and
+        which costs more than the warp at 512 px); the colours of one shot are the same."""
         b = landmarks.shape[0]
         scale = size / self.network_size
         extra = self.shot_penalty[None].expand(b, -1) if penalty else torch.zeros_like(self.shot_penalty)[None].expand(b, -1)
@@ -165,12 +172,12 @@ class DetailRenderer(nn.Module):
         return warp_guide(shots[None].expand(b, -1, -1, -1, -1),
                           (self.shot_landmarks * scale)[None].expand(b, -1, -1, -1),
                           landmarks.float() * scale, fuse=self.fuse if fuse is None else fuse, penalty=extra,
-                          map_resolution=map_resolution)
+                          map_resolution=map_resolution, mouth=self.mouth if trust else NO_MOUTH_DISTRUST)
 
     def classical_warp(self, landmarks: Tensor, size: int) -> Tensor:
         """(B, 3, O, O): the classical warp at output size, the baseline: the nearest shot (by
         landmark distance alone) warped onto ``landmarks`` (B, 68, 2, S-px)."""
-        return self.guide(landmarks, size, fuse=1, penalty=False)[:, :3]
+        return self.guide(landmarks, size, fuse=1, penalty=False, trust=False)[:, :3]
 
     def forward(self, sketches: Tensor, landmarks: Tensor, size: int, shot_bias: Tensor | None = None) -> Tensor:
         b = sketches.shape[0]
@@ -186,7 +193,7 @@ class DetailRenderer(nn.Module):
             return resize(out_lo, size)
         # The detail layer: the nearest shot warped at output size (averaging several shots,
         # whose fine detail never lines up exactly, would cancel the detail it is there for).
-        nearest = self.guide(landmarks, size, shot_bias, fuse=1)[:, :3].to(out_lo)
+        nearest = self.guide(landmarks, size, shot_bias, fuse=1, trust=False)[:, :3].to(out_lo)
         return compose_detail(out_lo, alpha.to(out_lo), nearest, resize(nearest, self.network_size))
 
 
