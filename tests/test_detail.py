@@ -238,3 +238,14 @@ def test_at_the_network_size_the_output_is_the_plain_renderers(guided_avatar):
     sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(m, 64)) for m in marks])
     plain = guided_avatar.render(sketches, marks)
     assert torch.allclose(guided_avatar.render_at(sketches, marks, 64), plain, atol=1e-5)
+
+
+def test_live_cli_records_at_the_size(guided_avatar, shared_faces, tmp_path, capsys):
+    path = guided_avatar.save(tmp_path / "a.avatar")
+    out = tmp_path / "live.mp4"
+    rc = main(["live", "--avatar", str(path), "--video", str(shared_faces / "clips" / "vox_farah.mp4"),
+               "--no-window", "--as-fast-as-possible", "--max-frames", "6", "--size", "96", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (96, 96)  # the live view is the rendered size
