@@ -46,11 +46,13 @@ def default_output_size(face_side: float | None, network_size: int, max_size: in
 
 def check_output_size(size, max_size: int) -> int:
     """``size`` as a positive whole number of pixels up to ``max_size``; TalkingHeadError otherwise."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    import numbers
+
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise TalkingHeadError(f"size {size!r}: must be a positive whole number of pixels")
     if size > max_size:
         raise TalkingHeadError(f"size {size}: at most {max_size} px")
-    return size
+    return int(size)
 
 
 @functools.lru_cache(maxsize=16)
