@@ -249,3 +249,26 @@ def test_live_cli_records_at_the_size(guided_avatar, shared_faces, tmp_path, cap
     with av.open(str(out)) as c:
         v = c.streams.video[0]
         assert (v.codec_context.width, v.codec_context.height) == (96, 96)  # the live view is the rendered size
+
+
+def test_native_protocol_scores_model_warp_and_first_frame(guided_checkpoint, shared_faces, tmp_path, capsys):
+    from talkinghead.checkpoint import load_checkpoint
+    from talkinghead.eval.native import NativeClip, NativeSettings, evaluate_clip, native_clips, summarise
+
+    clips = native_clips(shared_faces / "manifest.csv", ["macron", "vox_farah"], 256)
+    assert [c.identity for c in clips] == ["macron"]  # vox_farah's 224-px clip is below 256
+    clip = NativeClip("vox_farah", shared_faces / "clips" / "vox_farah.mp4", 224, 224, 108)
+    settings = NativeSettings(shots=(1, 2), frames=3, finetune_steps=0)
+    result = evaluate_clip(load_checkpoint(guided_checkpoint), clip, settings)
+    assert result["1"]["shots"] == 1 and result["2"]["shots"] == 2 and result["1"]["size"] >= 64
+    table = summarise([result], settings.shots)
+    for k in (1, 2):
+        for method in ("model", "warp", "first frame"):
+            row = table[(k, method)]
+            assert row["frames"] == 3 and 5 < row["psnr"] < 60 and 0 < row["ssim"] <= 1 and row["sharpness"] > 0
+    # the CLI refuses --data with --native, and a missing manifest, in one line
+    for argv in (["--native", str(shared_faces / "manifest.csv"), "--data", str(tmp_path)],
+                 ["--native", str(tmp_path / "missing.csv")]):
+        rc = main(["evaluate", *argv, "-o", str(tmp_path / "report")])
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.strip().splitlines()) == 1
