@@ -107,7 +107,8 @@ def compose_detail(out_lo: Tensor, alpha: Tensor, guide_hi: Tensor, guide_lo: Te
     size = guide_hi.shape[-1]
     # = up(out_lo) + up(α)·(guide_hi − up(guide_lo)) with the two enlargements of 3-channel
     # images folded into one (exact where α is constant over a pixel's neighbourhood, e.g. 0 or 1).
-    return (resize(out_lo - alpha * guide_lo, size) + resize(alpha, size) * guide_hi).clamp(-1, 1)
+    out = resize(out_lo - alpha * guide_lo, size)  # a new tensor, whatever the size
+    return out.addcmul_(resize(alpha, size), guide_hi).clamp_(-1, 1)  # in place: 512-px images are large
 
 
 def agreement_alpha(out_lo: Tensor, guide_lo: Tensor, temperature: float) -> Tensor:
