@@ -607,7 +607,7 @@ def fuse_warped_shots(shots: Tensor, shot_landmarks: Tensor, target_landmarks: T
     target = target_landmarks.to(image.device).float()[:, None].expand(-1, m, -1, -1).flatten(0, 1)
     warped, mask = warp_image(image, marks.to(image.device).float(), target, symmetric_fill=symmetric_fill,
                               map_resolution=map_resolution)
-    keep = 1 - guide_distrust(marks.to(image.device), target, image.shape[-1], mouth).to(mask)  # (B·M, 1, S, S)
+    keep = 1 - guide_distrust(marks.to(image.device), target, int(image.shape[-1]), mouth).to(mask)  # (B·M, 1, S, S); int: a traced shape is a tensor
     guide = torch.cat([warped, mask * keep], dim=1)
     guide = guide.reshape(-1, m, *guide.shape[1:])  # (B, M, 4, S, S)
     if m == 1:

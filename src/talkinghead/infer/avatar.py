@@ -250,7 +250,7 @@ class Avatar:
             self._detail_renderer = DetailRenderer(
                 self._inference_generator(), self.psi.detach().float(), shots, shots_hi,
                 torch.from_numpy(self.landmarks).to(self.device), self.shot_penalty.to(self.device),
-                self.config.detail)
+                self.config.detail, self.config.mouth)
         return self._detail_renderer
 
     def sized_renderer(self, size: int | None = None) -> nn.Module:
@@ -378,7 +378,8 @@ class Avatar:
         return frames
 
     def animate_track(self, track, mode: str = "relative", reference: str | int = "neutral", smooth: bool = True,
-                      fps: float = 25.0, batch_size: int = 16, progress: bool = True) -> np.ndarray:
+                      fps: float = 25.0, batch_size: int = 16, progress: bool = True,
+                      size: int | None = None) -> np.ndarray:
         """Render a driving track as ``talkinghead animate`` does: One-Euro smoothed, mapped onto
         this face (:func:`~talkinghead.infer.reenact.adapt_landmarks`), shots cross-faded.
 
@@ -390,8 +391,9 @@ class Avatar:
                 (:func:`~talkinghead.infer.reenact.adapt_landmarks`).
             smooth: smooth the landmarks and cross-fade shots (as the CLI unless ``--no-smooth``).
             fps: the landmarks' frame rate when ``track`` is an array (for smoothing).
+            size: output size O (default :attr:`output_size`; see :meth:`animate`).
         Returns:
-            (T, S, S, 3) uint8 RGB frames.
+            (T, O, O, 3) uint8 RGB frames.
         """
         from talkinghead.infer.driving import DrivingTrack, hold_lost_frames, smoothed
         from talkinghead.infer.reenact import adapt_landmarks
@@ -402,7 +404,7 @@ class Avatar:
         if smooth:
             track = smoothed(track)
         adapted = adapt_landmarks(track.landmarks, self.landmarks, mode=mode, reference=reference)
-        return self.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth)
+        return self.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth, size=size)
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
