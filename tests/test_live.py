@@ -15,12 +15,10 @@ import pytest
 from talkinghead.cli import main
 from talkinghead.infer.live import LatestSlot, LiveDriver, LivePipeline
 
-DRIVER_CLIP = "clips/eamm_disgusted.mp4"  # 256×256, 25 fps, one talking face, with audio
-
-
 @pytest.fixture(scope="module")
-def driver_clip(shared_faces):
-    return shared_faces / DRIVER_CLIP
+def driver_clip(rendered_driver):
+    """256×256, 25 fps, one talking face (the bundled model's astronaut), with audio."""
+    return rendered_driver
 
 
 @pytest.fixture(scope="module")
