@@ -4,6 +4,13 @@
     python benchmarks/infer.py --device cuda          # adds batch 1 vs batched, fp32 vs fp16
     python benchmarks/infer.py --presets small --set train.finetune_steps=120 \
         train.finetune_adversarial=false train.finetune_jaw_drop=1   # the bundled model's FT
+    python benchmarks/infer.py --output-sizes 256 512 --presets --no-finetune   # output-size rows only
+
+Output-size rows (``--output-sizes``): the bundled model rendering at 256/512 px above its
+128-px network (:mod:`talkinghead.infer.detail`: the shots warped at output size), K = 1 and
+8 shots at 512 px, with each frame pasted back into a photo 1.5× the output size
+(``animate --paste-back``), so the output-resolution warp and the paste-back are included.
+The machine's load average is printed with every row (a shared machine's figures depend on it).
 
 Uses randomly initialised networks of each preset (speed does not depend on the weights) and
 the real code paths: ``Avatar.animate`` (sketch drawing + G) and ``Avatar.from_crops`` with the
@@ -36,12 +43,17 @@ def random_checkpoint(cfg, folder: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--presets", nargs="+", default=["small", "paper"])
+    ap.add_argument("--presets", nargs="*", default=["small", "paper"])
+    ap.add_argument("--output-sizes", nargs="*", type=int, default=[],
+                    help="also time the bundled model at these output sizes, paste-back included")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--no-finetune", action="store_true")
     ap.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
                     help="config overrides, e.g. the fine-tuning settings of a model")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     frames = args.frames or (200 if cuda else 24)
@@ -76,6 +88,8 @@ def main() -> None:
             if cuda:
                 torch.cuda.synchronize()
             finetune_rows.append((preset, size, ft.finetune_steps, time.perf_counter() - t0))
+    if args.output_sizes:
+        output_size_rows(args.output_sizes, args.device, args.frames or (200 if cuda else 48))
     if finetune_rows:
         if args.set:
             print(f"\nfine-tuning with {' '.join(args.set)}")
@@ -83,6 +97,46 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|")
         for preset, size, steps, seconds in finetune_rows:
             print(f"| {preset} | {size} | 8 | {steps} | {seconds:.1f} |")
+
+
+def load_average() -> str:
+    import os
+
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def output_size_rows(sizes: list[int], device: str, frames: int) -> None:
+    """animate at each output size with the bundled model, paste-back included (see the docstring)."""
+    from talkinghead.infer.bundled import BUNDLED_CHECKPOINT
+    from talkinghead.infer.driving import paste_frame
+
+    cuda = torch.device(device).type == "cuda"
+    print(f"\n# output sizes, bundled model, {frames} frames, paste-back into a photo 1.5x the output size")
+    print("| output px | shots | frames/s | ms/frame | of which render | load average (1, 5, 15 min) |")
+    print("|---:|---:|---:|---:|---:|---|")
+    for size in sizes:
+        track = procedural_track(128, frames=max(frames, 8))
+        for shots in (1, 8):
+            crops = np.stack([render_synthetic_face(l, 128) for l in track[:shots]])
+            crops_hi = np.stack([render_synthetic_face(l * size / 128, size) for l in track[:shots]])
+            avatar = Avatar.from_crops(crops, track[:shots], BUNDLED_CHECKPOINT, finetune_steps=0, device=device,
+                                       progress=False, crops_hi=crops_hi)
+            photo = np.full((size * 3 // 2, size * 3 // 2, 3), 128, np.uint8)
+            avatar.source_image, avatar.source_box = photo, np.array([size * 0.75, size * 0.75, size], np.float32)
+            avatar.animate(track[:16], progress=False, size=size)  # warm-up
+            if cuda:
+                torch.cuda.synchronize()
+            load = load_average()
+            t0 = time.perf_counter()
+            rendered = avatar.animate(track[:frames], progress=False, size=size)
+            if cuda:
+                torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            for t in range(frames):
+                paste_frame(avatar, rendered[t], track[t])
+            dt = time.perf_counter() - t0
+            print(f"| {size} | {shots} | {frames / dt:.1f} | {1000 * dt / frames:.1f} | "
+                  f"{1000 * (t1 - t0) / frames:.1f} | {load} → {load_average()} |", flush=True)
 
 
 if __name__ == "__main__":

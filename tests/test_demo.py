@@ -78,12 +78,13 @@ def test_demo_cli_writes_video_and_strip(tmp_path, capsys):
     assert "self-check" in printed.out
     with av.open(str(out / "demo.mp4")) as c:
         v = c.streams.video[0]
-        assert (v.codec_context.width, v.codec_context.height) == (256, 128)  # sketch | result
+        # sketch | result, at the resolution the photo gives her face (its crop square, 168 px), not 128
+        assert (v.codec_context.width, v.codec_context.height) == (2 * 168, 168)
         assert sum(1 for _ in c.decode(video=0)) == 8
     from PIL import Image
 
     with Image.open(out / "demo.png") as strip:
-        assert strip.size == (8 * 128, 2 * 128)
+        assert strip.size == (8 * 168, 2 * 168)
     assert sorted(p.name for p in out.iterdir()) == ["demo.mp4", "demo.png"]  # no temp files left
 
 

@@ -35,10 +35,11 @@ def test_onnx_matches_pytorch_with_both_inputs(avatar_file, tmp_path):
     assert [i.name for i in model.graph.input] == ["sketches", "landmarks", "shot_bias"]
     runtime = OnnxRenderer(path)
     sketches, landmarks = _test_inputs(avatar, 3, seed=1)  # batch 3: the batch axis is dynamic
-    with torch.inference_mode():
-        expected = avatar.renderer()(sketches, landmarks).numpy()
+    with torch.inference_mode():  # by default at the avatar's output size (its photo's face resolution)
+        expected = avatar.sized_renderer()(sketches, landmarks).numpy()
     got = runtime(sketches.numpy(), landmarks.numpy())
-    assert got.shape == (3, 3, avatar.size, avatar.size)
+    assert avatar.output_size > avatar.size  # the output-resolution detail layer is in the graph
+    assert got.shape == (3, 3, avatar.output_size, avatar.output_size)
     assert np.abs(got - expected).max() <= 1e-3
     assert got.std() > 0.1  # a picture, not a constant
     check = verify_onnx(avatar, path, frames=4)

@@ -54,3 +54,50 @@ def test_best_reference_frame_and_invalid_frames():
     assert np.isnan(out[0]).all() and np.isfinite(out[1:]).all()
     with pytest.raises(ValueError, match="68, 2"):
         adapt_landmarks(np.zeros((3, 5, 2)), avatar)
+
+
+def _opened(points, gap):
+    from talkinghead.infer.expression import open_mouth
+
+    width = np.linalg.norm(points[54] - points[48])
+    return open_mouth(points[None], 1.0, gap / width)[0]
+
+
+def test_default_relative_mode_closes_the_lips_with_a_mid_speech_first_frame():
+    from talkinghead.infer.reenact import mouth_opening
+
+    avatar = template_landmarks(128)
+    driver = template_landmarks(256)
+    gaps = np.array([12.0, 0.0, 4.0, 20.0, 0.0, 8.0])  # the first frame is mid-speech
+    track = np.stack([_opened(driver, g) for g in gaps])
+    out = adapt_landmarks(track, avatar)
+    opening = mouth_opening(out)
+    assert opening[1] == pytest.approx(mouth_opening(avatar[None])[0], abs=1e-3)  # closed like the driver
+    assert np.corrcoef(opening, gaps)[0, 1] > 0.99
+    # the old offset from the first frame: lips cross (negative gap) when the driver closes
+    old = adapt_landmarks(track, avatar, reference="first", neutral_mouth=False)
+    assert (old[1, 66, 1] - old[1, 62, 1]) < -1
+
+
+def test_an_avatar_with_an_open_mouth_closes_it_when_the_driver_does():
+    from talkinghead.infer.reenact import close_mouth, mouth_opening
+
+    avatar = _opened(template_landmarks(128), 10.0)
+    driver = template_landmarks(256)
+    track = np.stack([driver, _opened(driver, 16.0)])
+    out = adapt_landmarks(track, avatar)
+    assert mouth_opening(out[:1])[0] < 0.02
+    assert mouth_opening(out[1:])[0] > 0.1
+    # the rest of the avatar's face (eyes, nose, upper lip) is its own
+    keep = np.r_[17:48, 48:55, 60:65]
+    assert np.allclose(out[0, keep], close_mouth(avatar)[keep], atol=1e-3)
+
+
+def test_neutral_reference_is_the_nearest_head_pose_whatever_the_mouth_does():
+    from talkinghead.infer.reenact import pick_neutral_frame
+
+    avatar = template_landmarks(128)
+    base = template_landmarks(256)
+    track = np.stack([move_landmarks(base, angle_deg=20), _opened(base, 25), move_landmarks(base, angle_deg=-15),
+                      _opened(move_landmarks(base, angle_deg=8), 2)])
+    assert pick_neutral_frame(track, avatar) == 1

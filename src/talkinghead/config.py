@@ -269,11 +269,51 @@ def _check_fields(section, name: str, minimum: dict | None = None, positive: tup
 
 
 @dataclass
+class DetailConfig:
+    """Rendering above the network's size (:mod:`talkinghead.infer.detail`): the network renders
+    at ``model.image_size``, the fine detail comes from the guide warped at output resolution."""
+
+    #: Largest output size (px); the default output size is the source face's, capped here.
+    max_size: int = 512
+    #: The output-resolution warp's dense map is computed on a grid of this many points a side
+    #: and upsampled (the map is piecewise affine: a coarse grid loses almost nothing).
+    map_resolution: int = 64
+    #: Without a guide-trust output (the paper's G), the detail is added where the network's
+    #: image agrees with the downsampled guide: α = exp(−|out − guide| / this), mean over colour
+    #: channels in [-1, 1] units.
+    agreement_temperature: float = 0.1
+    #: Paste-back: the rendered head mask is feathered over this fraction of the output size.
+    paste_feather: float = 0.04
+
+    def validate(self) -> None:
+        _check_fields(self, "detail", minimum={"max_size": 16, "map_resolution": 8},
+                      maximum={"max_size": 4096, "map_resolution": 1024, "paste_feather": 0.5},
+                      positive=("agreement_temperature",), default_minimum=0.0)
+
+
+@dataclass
+class MouthConfig:
+    """The mouth's inside (not in the paper; :mod:`talkinghead.data.mouth`)."""
+
+    #: Distrust a warped shot inside the target's inner lips where the target opens wider than
+    #: the shot (the shot's lips and teeth would be stretched there): the guide's trust falls
+    #: to 0 over ``distrust_ramp`` inter-ocular distances of extra opening. False: the paper-free
+    #: guide as the bundled model was trained with.
+    guide_distrust: bool = True
+    distrust_ramp: float = 0.15
+
+    def validate(self) -> None:
+        _check_fields(self, "mouth", positive=("distrust_ramp",))
+
+
+@dataclass
 class Config:
     preset: str = "paper"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    detail: DetailConfig = field(default_factory=DetailConfig)
+    mouth: MouthConfig = field(default_factory=MouthConfig)
 
     # -- serialisation -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -303,6 +343,8 @@ class Config:
             model=build(ModelConfig, data.get("model")),
             loss=build(LossConfig, data.get("loss")),
             train=build(TrainConfig, data.get("train")),
+            detail=build(DetailConfig, data.get("detail")),
+            mouth=build(MouthConfig, data.get("mouth")),
         )
 
     @classmethod
@@ -336,6 +378,8 @@ class Config:
         self.model.validate()
         self.loss.validate()
         self.train.validate()
+        self.detail.validate()
+        self.mouth.validate()
 
 
 #: Settings added after checkpoints were already written, with the value that reproduces what

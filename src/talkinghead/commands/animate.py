@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from talkinghead.commands.common import (add_expression_arguments, add_person_arguments, add_smoothing_argument,
-                                         expression_from_args)
+from talkinghead.commands.common import (add_expression_arguments, add_person_arguments, add_size_argument,
+                                         add_smoothing_argument, expression_from_args)
 from talkinghead.errors import TalkingHeadError
 from talkinghead.validation import fps_type, int_in
 
@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   talkinghead animate --avatar me.avatar --landmarks track.npy --fps 25 -o puppet.mp4
   talkinghead animate --avatar me.avatar --driving me_talking.mp4 --absolute -o self.mp4
   talkinghead animate --avatar me.avatar --driving speech.mp4 --eyes 0 -o eyes_closed.mp4
+  talkinghead animate --avatar me.avatar --driving speech.mp4 --size 512 --paste-back -o out.mp4
 The driving video's audio is copied into the output. Relative mode (default) keeps the avatar's
 face shape and transfers the driver's motion; --absolute uses the driver's landmarks as they are
 (aligned), which suits self-reenactment.
@@ -40,12 +41,14 @@ def add_parser(sub) -> None:
     mode.add_argument("--absolute", dest="mode", action="store_const", const="absolute",
                       help="driver's landmarks, aligned to the avatar")
     p.set_defaults(mode="relative")
-    p.add_argument("--reference", default="first",
-                   help="driver's neutral frame for relative mode: 'first', 'best' (closest pose) or an index")
+    p.add_argument("--reference", default="neutral",
+                   help="driver's neutral frame for relative mode: 'neutral' (nearest the avatar's head "
+                        "pose, mouth and eyelids aside; default), 'first', 'best' (closest pose) or an index")
     add_smoothing_argument(p)
     add_expression_arguments(p)
     p.add_argument("--side-by-side", action="store_true", help="driver | landmarks | result")
     p.add_argument("--paste-back", action="store_true", help="paste the rendered face into the full source image")
+    add_size_argument(p)
     p.add_argument("--fps", type=fps_type, default=None, help="output fps (default: the driver's; 25 for .npy)")
     p.add_argument("--batch-size", type=int_in(1, 4096), default=16, help="frames rendered at once (default 16)")
     p.add_argument("--device", default=None)
@@ -53,12 +56,12 @@ def add_parser(sub) -> None:
 
 
 def parse_reference(text: str) -> str | int:
-    """--reference: 'first', 'best' or a non-negative frame index."""
-    if text in ("first", "best"):
+    """--reference: 'neutral', 'first', 'best' or a non-negative frame index."""
+    if text in ("neutral", "first", "best"):
         return text
     if text.isdigit():
         return int(text)
-    raise TalkingHeadError(f"--reference {text!r}: use 'first', 'best' or a frame index (0, 1, ...)")
+    raise TalkingHeadError(f"--reference {text!r}: use 'neutral', 'first', 'best' or a frame index (0, 1, ...)")
 
 
 def run(args) -> int:
@@ -111,7 +114,7 @@ def run(args) -> int:
     summary = animate_to_video(avatar, track, args.output, mode=args.mode, reference=reference,
                                side_by_side=args.side_by_side, paste=args.paste_back,
                                batch_size=args.batch_size, fps=args.fps, smooth=not args.no_smooth,
-                               expression=expression_from_args(args))
+                               expression=expression_from_args(args), size=args.size)
     lost = f", face lost in {summary['lost']} frames (held)" if summary["lost"] else ""
     print(f"wrote {summary['output']}: {summary['frames']} frames at {summary['fps']:g} fps{lost}")
     if summary["tracking"]:

@@ -38,3 +38,15 @@ def expression_from_args(args):
 
     expression = Expression(eyes=args.eyes, lips=args.lips)
     return None if expression.is_identity else expression
+
+
+def add_size_argument(parser) -> None:
+    """``--size PX`` (``args.size``): the face's output size; default the source face's own
+    resolution, capped at ``detail.max_size``, never below the network's (:mod:`talkinghead.infer.detail`)."""
+    from talkinghead.config import DetailConfig
+    from talkinghead.validation import int_in
+
+    cap = DetailConfig().max_size
+    parser.add_argument("--size", type=int_in(1, cap), default=None, metavar="PX",
+                        help=f"output size of the face in px, up to {cap} (default: the source face's own "
+                             f"resolution, at most {cap}, at least the network's)")

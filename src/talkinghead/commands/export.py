@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   talkinghead export runs/meta/latest.safetensors -o model.safetensors \\
       --set train.finetune_steps=200 train.finetune_adversarial=false
   talkinghead export --onnx me.avatar -o me.onnx     # an avatar's renderer for any ONNX runtime
+  talkinghead export --onnx me.avatar -o me512.onnx --size 512   # rendering at 512 px
 """
 
 
@@ -25,10 +26,17 @@ def add_parser(sub) -> None:
     p.add_argument("--onnx", action="store_true",
                    help="export an avatar file's renderer (G with its ψ) to ONNX, checked against PyTorch "
                         "with onnxruntime (needs the [app] extra)")
+    from talkinghead.commands.common import add_size_argument
+
+    add_size_argument(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    if args.size is not None and not args.onnx:
+        from talkinghead.errors import TalkingHeadError
+
+        raise TalkingHeadError("--size applies to --onnx (an avatar's renderer), not to checkpoint export")
     if args.onnx:
         from talkinghead.infer.onnx_export import run_onnx_export
 

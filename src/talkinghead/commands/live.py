@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from talkinghead.commands.common import add_expression_arguments, add_person_arguments, add_smoothing_argument
+from talkinghead.commands.common import (add_expression_arguments, add_person_arguments, add_size_argument,
+                                         add_smoothing_argument)
 from talkinghead.errors import TalkingHeadError
 
 EXAMPLES = """examples:
@@ -37,7 +38,9 @@ def add_parser(sub) -> None:
     add_smoothing_argument(p)
     add_expression_arguments(p)
     p.add_argument("--side-by-side", action="store_true", help="show the driver beside the avatar")
-    p.add_argument("--display-size", type=int, default=384, help="shown size of the avatar in pixels")
+    add_size_argument(p)
+    p.add_argument("--display-size", type=int, default=None,
+                   help="shown size of the avatar in pixels (default: the rendered size, --size)")
     p.add_argument("--no-window", action="store_true", help="no window (with --serve or -o)")
     p.add_argument("--serve", type=int, default=None, metavar="PORT",
                    help="also serve the picture to a browser at http://127.0.0.1:PORT/ (0: any free port)")
@@ -91,7 +94,7 @@ def run(args) -> int:
         raise TalkingHeadError(f"{args.output}: output must be an .mp4 file")
     if args.max_frames is not None and args.max_frames <= 0:
         raise TalkingHeadError(f"--max-frames {args.max_frames}: must be positive")
-    if not 32 <= args.display_size <= 2048:
+    if args.display_size is not None and not 32 <= args.display_size <= 2048:
         raise TalkingHeadError(f"--display-size {args.display_size}: use 32 to 2048 pixels")
     if args.render_delay < 0:
         raise TalkingHeadError(f"--render-delay {args.render_delay}: must be >= 0")
@@ -106,7 +109,7 @@ def run(args) -> int:
     settings = LiveSettings(window=window, serve_port=serve_port, output=args.output, max_frames=args.max_frames,
                             relative=not args.absolute, smoothing=not args.no_smooth,
                             expression=Expression(eyes=args.eyes, lips=args.lips),
-                            display_size=args.display_size, side_by_side=args.side_by_side,
+                            size=args.size, display_size=args.display_size, side_by_side=args.side_by_side,
                             render_delay_s=args.render_delay / 1000, onnx=args.onnx, threads=args.threads)
     avatar = load_live_avatar(args)
     source, fps = open_source(args)

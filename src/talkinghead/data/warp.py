@@ -303,13 +303,16 @@ def head_mask(landmarks: Tensor, size: int, grow: float = HEAD_MASK_GROW,
     return _resize(mask, size) if upsample else mask
 
 
-def _motion_weight(source: Tensor, target: Tensor, size: int, target_mask: Tensor | None = None) -> Tensor:
-    """(B, 1, S/2, S/2): how much of the warp applies, the union of both head masks."""
-    fine = max(8, size // 4)
+def _motion_weight(source: Tensor, target: Tensor, size: int, target_mask: Tensor | None = None,
+                   coarse: int | None = None) -> Tensor:
+    """(B, 1, R, R), R = ``coarse`` (default S/2): how much of the warp applies, the union of both
+    head masks."""
+    coarse = coarse or max(8, size // 2)
+    fine = max(8, coarse // 2)
     if target_mask is None:
         target_mask = head_mask(target, size, resolution=fine, upsample=False)
     weight = torch.maximum(target_mask, head_mask(source, size, resolution=fine, upsample=False))
-    return _resize(weight, max(8, size // 2))
+    return _resize(weight, coarse)
 
 
 def motion_mask(source: Tensor, target: Tensor, size: int) -> Tensor:
@@ -319,7 +322,7 @@ def motion_mask(source: Tensor, target: Tensor, size: int) -> Tensor:
 
 
 def warp_image(image: Tensor, source: Tensor, target: Tensor, rigid_background: bool = True,
-               symmetric_fill: bool = True) -> tuple[Tensor, Tensor]:
+               symmetric_fill: bool = True, map_resolution: int | None = None) -> tuple[Tensor, Tensor]:
     """Warp images from their landmarks onto target landmarks.
 
     Args:
@@ -328,6 +331,8 @@ def warp_image(image: Tensor, source: Tensor, target: Tensor, rigid_background: 
             masks (else the whole frame bends with the head).
         symmetric_fill: fill triangles the source hides from their mirror images
             (:data:`OCCLUSION_MAGNIFICATION`).
+        map_resolution: the grid (R×R) the dense map is computed on before it is upsampled to
+            S×S (default S/2; the masks at R/2). A large image warps at the cost of a small one.
     Returns:
         warped (B, C, S, S), and a (B, 1, S, S) mask in [0, 1] of where the warped pixels are the
         target's head and come from inside the source image (the guide's trust map).
@@ -335,14 +340,15 @@ def warp_image(image: Tensor, source: Tensor, target: Tensor, rigid_background: 
     b, _, size, _ = image.shape
     # The map is continuous and piecewise affine, the masks smooth: both are evaluated on a
     # half-resolution grid (quarter for the masks) and upsampled, 4-16× less work per frame.
-    coarse = max(8, size // 2)
+    coarse = map_resolution or max(8, size // 2)
     pixels = _pixel_grid(size, torch.float32, image.device, coarse)[:2].T.reshape(1, coarse, coarse, 2)
     if symmetric_fill:
         direct, fill = symmetric_map(source, target, size, coarse)
     else:
         direct, fill = piecewise_affine_map(source, target, size, coarse), None
-    target_mask = head_mask(target, size, resolution=max(8, size // 4), upsample=False)
-    weight = _motion_weight(source, target, size, target_mask).permute(0, 2, 3, 1) if rigid_background else None
+    target_mask = head_mask(target, size, resolution=max(8, coarse // 2), upsample=False)
+    weight = (_motion_weight(source, target, size, target_mask, coarse).permute(0, 2, 3, 1)
+              if rigid_background else None)
     warped, inside = _sample(image, direct - pixels, weight)
     if fill is not None:
         mirror, use = fill
@@ -550,7 +556,7 @@ def paste_occluders(images: Tensor, donors: Tensor, landmarks: Tensor, probabili
 
 def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
                exclude: Tensor | None = None, fuse: int = 1, symmetric_fill: bool = True,
-               penalty: Tensor | None = None) -> Tensor:
+               penalty: Tensor | None = None, map_resolution: int | None = None, mouth=None) -> Tensor:
     """The warp-guided generator's extra input: the nearest shot(s) warped onto the target.
 
     Args:
@@ -562,6 +568,9 @@ def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
         penalty: optional (B, K) distance added to the shots' landmark distances: for shots with
             unreliable landmarks (:func:`unreliable_shot_penalty`), and to smooth consecutive
             frames' distances (:func:`smooth_shot_distances`, as smoothed − raw).
+        map_resolution: see :func:`warp_image`.
+        mouth: :class:`~talkinghead.config.MouthConfig` of the mouth's distrust (default settings
+            when None; see :func:`fuse_warped_shots`).
     Returns:
         (B, 4, S, S): the warped shot(s) (3 channels) and the trust mask (1 channel).
     """
@@ -570,27 +579,39 @@ def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
     distance = shot_distances(shot_landmarks, target_landmarks, exclude, penalty)  # (B, K)
     nearest, pick = torch.topk(distance, m, dim=1, largest=False)  # (B, M) ascending
     weight = torch.softmax(-(nearest - nearest[:, :1]) / FUSION_TEMPERATURE, dim=1).to(shots.dtype)
-    return fuse_warped_shots(shots, shot_landmarks, target_landmarks, pick, weight, symmetric_fill)
+    return fuse_warped_shots(shots, shot_landmarks, target_landmarks, pick, weight, symmetric_fill,
+                             map_resolution=map_resolution, mouth=mouth)
 
 
 def fuse_warped_shots(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor, pick: Tensor,
-                      weight: Tensor, symmetric_fill: bool = True) -> Tensor:
+                      weight: Tensor, symmetric_fill: bool = True, map_resolution: int | None = None,
+                      mouth=None) -> Tensor:
     """The chosen shots warped onto each target and averaged: the body of :func:`warp_guide`.
 
     Args:
         shots, shot_landmarks, target_landmarks: as in :func:`warp_guide`.
         pick: (B, M) indices of the shots to warp. weight: (B, M) their weights (rows sum to 1).
+        map_resolution: see :func:`warp_image`.
+        mouth: :class:`~talkinghead.config.MouthConfig`: inside the target's mouth each shot's
+            trust falls as the target opens wider than it (:func:`~talkinghead.data.mouth.guide_distrust`),
+            and the fused colours there lean on the shots that open widest.
     Returns:
         (B, 4, S, S): the weighted warps (3 channels) and trust mask (1 channel).
     """
+    from talkinghead.data.mouth import guide_distrust
+
     m = pick.shape[1]
     rows = torch.arange(shots.shape[0], device=shots.device)[:, None]  # batch size stays symbolic in ONNX
     image = shots[rows, pick.to(shots.device)].flatten(0, 1)  # (B·M, 3, S, S)
     marks = shot_landmarks[rows.to(shot_landmarks.device), pick.to(shot_landmarks.device)].flatten(0, 1)
     target = target_landmarks.to(image.device).float()[:, None].expand(-1, m, -1, -1).flatten(0, 1)
-    warped, mask = warp_image(image, marks.to(image.device).float(), target, symmetric_fill=symmetric_fill)
-    guide = torch.cat([warped, mask], dim=1)
+    warped, mask = warp_image(image, marks.to(image.device).float(), target, symmetric_fill=symmetric_fill,
+                              map_resolution=map_resolution)
+    keep = 1 - guide_distrust(marks.to(image.device), target, image.shape[-1], mouth).to(mask)  # (B·M, 1, S, S)
+    guide = torch.cat([warped, mask * keep], dim=1)
     guide = guide.reshape(-1, m, *guide.shape[1:])  # (B, M, 4, S, S)
     if m == 1:
         return guide[:, 0]
-    return (weight.to(guide.device)[:, :, None, None, None] * guide).sum(dim=1)
+    # Per pixel, each shot weighs by how far it is trusted there (1 outside mouths).
+    pixel_weight = weight.to(guide.device)[:, :, None, None, None] * (keep.reshape(-1, m, 1, *keep.shape[2:]) + 1e-3)
+    return (pixel_weight / pixel_weight.sum(dim=1, keepdim=True) * guide).sum(dim=1)

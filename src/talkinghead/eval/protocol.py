@@ -202,8 +202,8 @@ def render_methods(video: Video, checkpoint, settings: EvalSettings, size: int, 
     for method, steps in (("FF", 0), ("FT", settings.finetune_steps)):
         avatar = Avatar.from_crops(source.crops, source.landmarks, checkpoint, finetune_steps=steps,
                                    progress=False, seed=settings.seed, content_loss=content_loss)
-        outputs[method] = avatar.animate(target.landmarks, progress=False, consecutive=False)
-        runs[method] = avatar.animate(run_drive, progress=False)
+        outputs[method] = avatar.animate(target.landmarks, progress=False, consecutive=False, size=avatar.size)
+        runs[method] = avatar.animate(run_drive, progress=False, size=avatar.size)
         if method == "FT":
             ft_steps = avatar.finetune_steps
     return Rendered(source, target, target_idx, outputs, run, runs, ft_steps)

@@ -1,13 +1,16 @@
 """Few-shot avatars (paper stage 2) and rendering.
 
     avatar = Avatar.from_images(["me1.jpg", "me2.jpg"], checkpoint="meta.safetensors", finetune_steps=60)
-    frames = avatar.animate(landmarks)     # (T, 68, 2) crop pixels -> (T, S, S, 3) uint8
+    frames = avatar.animate(landmarks)     # (T, 68, 2) crop pixels -> (T, O, O, 3) uint8
+    frames = avatar.animate(landmarks, size=512)   # any output size (infer/detail.py)
     avatar.save("me.avatar")
     avatar = Avatar.load("me.avatar")
 
 An avatar file is safetensors + JSON. A feed-forward avatar (FF, ``finetune_steps=0``) stores
 only what is person-specific — ψ = P·ê, ê, the K shots' landmarks and crops — and refers to the
-meta checkpoint by path and SHA-256. A fine-tuned avatar (FT) also stores its own G, because
+meta checkpoint by path and SHA-256. The shots are also kept at up to ``detail.max_size`` px
+(``crops_hi``), from which the output-resolution detail layer is warped
+(:mod:`talkinghead.infer.detail`); files written before them still load (their shots at S). A fine-tuned avatar (FT) also stores its own G, because
 fine-tuning changes all of G's weights (as in the paper), and so needs no meta checkpoint.
 """
 
@@ -71,13 +74,15 @@ class Avatar:
                  landmarks: np.ndarray, crops: np.ndarray, meta_checkpoint: str = "",
                  meta_sha256: str = "", finetune_steps: int = 0, finetune_history: list[float] | None = None,
                  source_image: np.ndarray | None = None, source_box: np.ndarray | None = None,
-                 shot_penalty: Tensor | None = None):
+                 shot_penalty: Tensor | None = None, crops_hi: np.ndarray | None = None):
         self.config = config
         self.generator = generator.eval()
         self.psi = psi  # (P,)
         self.embedding = embedding  # (N,)
         self.landmarks = np.asarray(landmarks, np.float32)  # (K, 68, 2) in crop pixels
         self.crops = np.asarray(crops, np.uint8)  # (K, S, S, 3)
+        # (K, H, H, 3), S ≤ H ≤ detail.max_size: the shots at their own resolution.
+        self.crops_hi = self.crops if crops_hi is None else np.asarray(crops_hi, np.uint8)
         self.meta_checkpoint = meta_checkpoint
         self.meta_sha256 = meta_sha256
         self.finetune_steps = finetune_steps
@@ -93,6 +98,16 @@ class Avatar:
     @property
     def size(self) -> int:
         return self.config.model.image_size
+
+    @property
+    def output_size(self) -> int:
+        """The default output size: the source face's own resolution (its crop square's side in
+        the source photo, else the high-resolution shots' size), capped at ``detail.max_size``,
+        never below the network's size."""
+        from talkinghead.infer.detail import default_output_size
+
+        side = float(self.source_box[2]) if self.source_box is not None else float(self.crops_hi.shape[1])
+        return default_output_size(side, self.size, self.config.detail.max_size)
 
     @property
     def shots(self) -> int:
@@ -130,10 +145,11 @@ class Avatar:
         if overrides:  # checked before the (slower) face detection
             ckpt = with_overrides(ckpt, overrides)
         faces = crops_from_sources(images, ckpt.config.model.image_size, shots=shots,
-                                   detector=detector, progress=progress, on_progress=on_progress)
+                                   detector=detector, progress=progress, on_progress=on_progress,
+                                   max_size=ckpt.config.detail.max_size)
         avatar = cls.from_crops(faces.crops, faces.landmarks, ckpt, finetune_steps=finetune_steps,
                                 device=device, progress=progress, seed=seed, detector=detector,
-                                on_progress=on_progress)
+                                on_progress=on_progress, crops_hi=faces.crops_hi)
         avatar.source_image, avatar.source_box = faces.source_image, faces.source_box
         return avatar
 
@@ -142,7 +158,7 @@ class Avatar:
                    finetune_steps: int | None = None, device: str | None = None, progress: bool = True,
                    seed: int = 0, content_loss: nn.Module | None = None,
                    overrides: Sequence[str] = (), detector=None,
-                   on_progress: ProgressCallback | None = None) -> "Avatar":
+                   on_progress: ProgressCallback | None = None, crops_hi: np.ndarray | None = None) -> "Avatar":
         """Build an avatar from K aligned crops (K, S, S, 3) uint8 and their landmarks (K, 68, 2).
 
         ``overrides``: ``train.*``/``loss.*`` settings replacing the checkpoint's for fine-tuning,
@@ -150,12 +166,17 @@ class Avatar:
         ``detector``: the landmark detector that found ``landmarks`` (default dlib); a
         warp-guided avatar with several shots refits them with it to spot guessed landmarks
         (:func:`~talkinghead.data.warp.unreliable_shot_penalty`).
+        ``crops_hi``: the same K crops at a higher resolution (K, H, H, 3), for output above S
+        (:mod:`talkinghead.infer.detail`); default: ``crops`` (output above S is then upsampled).
         """
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
         if overrides:
             ckpt = with_overrides(ckpt, overrides)
         config = ckpt.config
         dev = _device(device)
+        if crops_hi is None and np.asarray(crops).ndim == 4 and np.asarray(crops).shape[1] > config.model.image_size:
+            crops_hi = crops  # crops larger than the network's: they are the high-resolution shots
+        hi = None if crops_hi is None else _check_crops_hi(np.asarray(crops_hi), len(crops), config)
         crops, landmarks = _resize_crops(np.asarray(crops), np.asarray(landmarks, np.float32),
                                          config.model.image_size)
         shot_penalty = _unreliable_shot_penalty(config, crops, landmarks, detector)
@@ -179,7 +200,7 @@ class Avatar:
                                    shot_penalty=shot_penalty, on_progress=on_progress)
         return cls(config, G, psi, embedding, landmarks, crops, meta_checkpoint=str(ckpt.path),
                    meta_sha256=file_sha256(ckpt.path), finetune_steps=steps, finetune_history=history,
-                   shot_penalty=shot_penalty)
+                   shot_penalty=shot_penalty, crops_hi=hi)
 
     # -- rendering -------------------------------------------------------------------------------
     def _inference_generator(self) -> nn.Module:
@@ -209,8 +230,45 @@ class Avatar:
                 marks = torch.from_numpy(self.landmarks).to(self.device)
                 penalty = self.shot_penalty.to(self.device)
             self._renderer = AvatarRenderer(self._inference_generator(), self.psi.detach().float(), shots, marks,
-                                            penalty)
+                                            penalty, mouth=self.config.mouth)
         return self._renderer
+
+    def detail_renderer(self) -> "DetailRenderer":
+        """This avatar rendered at any output size (:class:`~talkinghead.infer.detail.DetailRenderer`)."""
+        if getattr(self, "_detail_renderer", None) is None:
+            from talkinghead.infer.detail import DetailRenderer
+
+            shots = torch.stack([image_to_tensor(c) for c in self.crops]).to(self.device)
+            shots_hi = torch.stack([image_to_tensor(c) for c in self.crops_hi]).to(self.device)
+            self._detail_renderer = DetailRenderer(
+                self._inference_generator(), self.psi.detach().float(), shots, shots_hi,
+                torch.from_numpy(self.landmarks).to(self.device), self.shot_penalty.to(self.device),
+                self.config.detail)
+        return self._detail_renderer
+
+    def sized_renderer(self, size: int | None = None) -> nn.Module:
+        """``forward(sketches, landmarks, shot_bias)`` like :meth:`renderer`, rendering at output
+        size O (default :attr:`output_size`): :meth:`renderer` itself at the network's size."""
+        from talkinghead.infer.detail import FixedSizeRenderer
+
+        size = self.check_size(size)
+        return self.renderer() if size == self.size else FixedSizeRenderer(self.detail_renderer(), size)
+
+    def check_size(self, size: int | None) -> int:
+        """The output size to render at: ``size`` checked (a positive whole number up to
+        ``detail.max_size``; TalkingHeadError otherwise), or :attr:`output_size` when None."""
+        from talkinghead.infer.detail import check_output_size
+
+        return self.output_size if size is None else check_output_size(size, self.config.detail.max_size)
+
+    @torch.inference_mode()
+    def render_at(self, sketches: Tensor, landmarks: Tensor | np.ndarray, size: int | None = None,
+                  shot_bias: Tensor | None = None) -> Tensor:
+        """:meth:`render` at output size O (default :attr:`output_size`): (B, 3, S, S) sketches and
+        their (B, 68, 2) landmarks in S-px crop coordinates → (B, 3, O, O) in [-1, 1]."""
+        size = self.check_size(size)
+        landmarks = torch.as_tensor(np.asarray(landmarks, np.float32)).to(self.device)
+        return self.detail_renderer()(sketches.to(self.device), landmarks, size, shot_bias)
 
     @torch.inference_mode()
     def render(self, sketches: Tensor, landmarks: Tensor | np.ndarray | None = None,
@@ -226,7 +284,7 @@ class Avatar:
 
     def animate(self, landmarks: np.ndarray, batch_size: int = 16, progress: bool = True,
                 half: bool = False, consecutive: bool = True, shot_smoothing: float = SHOT_SMOOTHING,
-                on_progress: ProgressCallback | None = None) -> np.ndarray:
+                on_progress: ProgressCallback | None = None, size: int | None = None) -> np.ndarray:
         """Render one frame per landmark set.
 
         Args:
@@ -238,8 +296,11 @@ class Avatar:
                 (:data:`~talkinghead.data.warp.SHOT_SMOOTHING`). False for unrelated poses.
             shot_smoothing: that cross-fade's weight on the newest frame (1: no cross-fade).
             on_progress: called after each batch (:mod:`talkinghead.progress`); may raise to stop.
+            size: output size O in px (default :attr:`output_size`: the source face's own
+                resolution, up to ``detail.max_size``); above the network's size the detail
+                comes from the shots warped at O (:mod:`talkinghead.infer.detail`).
         Returns:
-            (T, S, S, 3) uint8 RGB frames.
+            (T, O, O, 3) uint8 RGB frames.
         """
         landmarks = np.asarray(landmarks, np.float32)
         if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
@@ -247,7 +308,8 @@ class Avatar:
         check_in_crop(landmarks, self.size)
         if not 0 < shot_smoothing <= 1:
             raise TalkingHeadError(f"shot_smoothing must be in (0, 1], got {shot_smoothing}")
-        out = np.empty((len(landmarks), self.size, self.size, 3), np.uint8)
+        size = self.check_size(size)
+        out = np.empty((len(landmarks), size, size, 3), np.uint8)
         use_amp = half and self.device.type == "cuda"
         bias = None
         if consecutive and len(landmarks):
@@ -258,7 +320,7 @@ class Avatar:
             chunk = landmarks[start:start + batch_size]
             sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(l, self.size)) for l in chunk])
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                images = self.render(sketches, chunk, None if bias is None else bias[start:start + len(chunk)])
+                images = self.render_at(sketches, chunk, size, None if bias is None else bias[start:start + len(chunk)])
             out[start:start + len(chunk)] = tensor_to_image(images)
         return out
 
@@ -298,6 +360,8 @@ class Avatar:
             "crops": torch.from_numpy(np.ascontiguousarray(self.crops)),
             "shot_penalty": self.shot_penalty.contiguous(),
         }
+        if self.crops_hi.shape[1] != self.crops.shape[1]:
+            tensors["crops_hi"] = torch.from_numpy(np.ascontiguousarray(self.crops_hi))
         if self.finetune_steps > 0:
             for key, value in self.generator.state_dict().items():
                 tensors[f"G.{key}"] = value.detach().cpu().contiguous()
@@ -360,7 +424,8 @@ class Avatar:
                    finetune_steps=int(meta.get("finetune_steps", 0)),
                    finetune_history=json.loads(meta.get("finetune_history", "[]")),
                    source_image=source_image, source_box=source_box,
-                   shot_penalty=tensors.get("shot_penalty"))  # absent in older files: no penalty
+                   shot_penalty=tensors.get("shot_penalty"),  # absent in older files: no penalty
+                   crops_hi=tensors["crops_hi"].numpy() if "crops_hi" in tensors else None)  # older: shots at S
 
 
 def validate_avatar_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, str],
@@ -395,6 +460,12 @@ def validate_avatar_tensors(path: str | os.PathLike, tensors: dict[str, Tensor],
     check("psi", (int(psi.numel()) if psi is not None else 1,), floats)
     check("embedding", (config.model.embed_dim,), floats)
     check("shot_penalty", (shots,), floats, required=False)
+    hi = tensors.get("crops_hi")
+    if hi is not None:
+        side = int(hi.shape[1]) if hi.dim() == 4 else 0
+        if not size <= side <= config.detail.max_size:
+            raise corrupt(f"crops_hi are {side} px, expected {size} to {config.detail.max_size}")
+        check("crops_hi", (shots, side, side, 3), (torch.uint8,))
     if float(tensors["landmarks"].abs().max()) > 8 * size:  # a face's points lie about its crop
         raise corrupt(f"landmarks reach {float(tensors['landmarks'].abs().max()):.3g} px in a {size}-px crop")
     if not any(k.startswith("G.") for k in tensors) and "meta_checkpoint" not in meta:
@@ -449,9 +520,10 @@ class AvatarRenderer(nn.Module):
     (see :meth:`Avatar.renderer`)."""
 
     def __init__(self, generator: nn.Module, psi: Tensor, shots: Tensor | None = None,
-                 shot_landmarks: Tensor | None = None, shot_penalty: Tensor | None = None):
+                 shot_landmarks: Tensor | None = None, shot_penalty: Tensor | None = None, mouth=None):
         super().__init__()
         self.generator = generator
+        self.mouth = mouth  # MouthConfig of the guide's distrust inside the mouth (None: defaults)
         self.register_buffer("psi", psi.reshape(-1))
         self.guided = shots is not None
         if self.guided:
@@ -471,7 +543,7 @@ class AvatarRenderer(nn.Module):
                 penalty = penalty + shot_bias.to(penalty)
             guide = warp_guide(self.shots[None].expand(b, -1, -1, -1, -1),
                                self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float(),
-                               fuse=self.generator.warp_shots, penalty=penalty)
+                               fuse=self.generator.warp_shots, penalty=penalty, mouth=self.mouth)
         return self.generator(sketches, self.psi.expand(b, -1), guide)
 
     def smoothing_bias(self, landmarks: Tensor, previous: Tensor | None = None,
@@ -522,6 +594,17 @@ def check_in_crop(landmarks: np.ndarray, size: int) -> None:
             f"landmarks of frame {t} span x {lo[0]:.0f}..{hi[0]:.0f}, y {lo[1]:.0f}..{hi[1]:.0f}: not in this "
             f"avatar's {size}-px crop (a driving video's pixels?); map them onto the avatar with "
             "adapt_landmarks(landmarks, avatar.reference_landmarks) or use avatar.animate_track(track)")
+
+
+def _check_crops_hi(crops_hi: np.ndarray, shots: int, config: Config) -> np.ndarray:
+    """(K, H, H, 3) uint8 high-resolution shots, resized to ``detail.max_size`` if larger."""
+    if crops_hi.ndim != 4 or crops_hi.shape[-1] != 3 or crops_hi.shape[1] != crops_hi.shape[2] or len(crops_hi) != shots:
+        raise TalkingHeadError(f"crops_hi must be ({shots}, H, H, 3) uint8, got {crops_hi.shape}")
+    side = min(max(crops_hi.shape[1], config.model.image_size), config.detail.max_size)
+    if crops_hi.shape[1] == side:
+        return crops_hi.astype(np.uint8)
+    interpolation = cv2.INTER_AREA if side < crops_hi.shape[1] else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(c, (side, side), interpolation=interpolation) for c in crops_hi])
 
 
 def _resize_crops(crops: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,9 @@
 Source: scikit-image's ``astronaut`` (Eileen Collins, NASA; public domain) unless ``--source``.
 Driving: a landmark track the project extracted from a LivePortrait example video (MIT), unless
 ``--driving``. The avatar is fine-tuned on the one source image (FT), driven in relative mode
-(its own face shape, the driver's motion), and written as ``demo.mp4`` (driving sketch | result)
-and ``demo.png`` (a strip of frames). The command then checks the output with
+(its own face shape, the driver's motion), rendered at the resolution the photo gives the face
+(``Avatar.output_size``), and written as ``demo.mp4`` (driving sketch | result) and ``demo.png``
+(a strip of frames). The command then checks the output with
 :func:`talkinghead.eval.selfcheck.check_rendering` (measuring lives in ``eval``, above ``infer``).
 """
 
@@ -23,6 +24,7 @@ from talkinghead.data.sketch import landmarks_to_sketch
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path, ensure_writable_dir
 from talkinghead.infer.bundled import ASSETS, resolve_checkpoint
+from talkinghead.infer.reenact import mouth_opening  # noqa: F401  (the self-check's measure; imported from here)
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,9 @@ def run_demo(out_dir: str | os.PathLike = ".", source: str | None = None, drivin
 
     avatar = Avatar.from_images([image], ckpt, finetune_steps=steps, progress=progress, overrides=overrides)
     adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode="relative")
-    frames = avatar.animate(adapted, progress=progress)
-    sketches = np.stack([landmarks_to_sketch(l, avatar.size) for l in adapted])
+    frames = avatar.animate(adapted, progress=progress)  # at the face's own resolution (capped)
+    adapted = adapted * (frames.shape[1] / avatar.size)  # into the output's pixels
+    sketches = np.stack([landmarks_to_sketch(l, frames.shape[1]) for l in adapted])
 
     video = out_dir / "demo.mp4"
     side_by_side = (np.concatenate([s, f], axis=1) for s, f in zip(sketches, frames))

@@ -129,16 +129,53 @@ def smoothed(track: DrivingTrack) -> DrivingTrack:
     return dataclasses.replace(track, landmarks=smooth_landmarks(track.landmarks, track.fps))
 
 
+def drive(avatar, track: DrivingTrack, mode: str = "relative", reference: str | int = "first",
+          smooth: bool = True, expression=None, size: int | None = None, batch_size: int = 16,
+          progress: bool = True, on_progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rendering half of :func:`animate_to_video`: the track smoothed (``smooth``), adapted
+    to the avatar (``mode``, ``reference``), ``expression`` applied, rendered at ``size``.
+
+    Returns:
+        adapted (T, 68, 2) landmarks in the avatar's S-px crop coordinates, and the rendered
+        (T, O, O, 3) uint8 frames.
+    """
+    if smooth:
+        track = smoothed(track)
+    adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode=mode, reference=reference)
+    if expression is not None:
+        from talkinghead.infer.expression import apply_expression
+
+        adapted = apply_expression(adapted, expression)
+    rendered = avatar.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth,
+                              on_progress=on_progress, size=size)
+    return adapted, rendered
+
+
+def paste_frame(avatar, crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """A rendered (O, O, 3) crop blended into the avatar's source photo inside the rendered and
+    the source head (:func:`~talkinghead.infer.paste.paste_head`); ``landmarks`` (68, 2) are the
+    rendered face's, in the avatar's S-px crop coordinates."""
+    from talkinghead.infer.paste import paste_head
+
+    scale = crop.shape[0] / avatar.size  # network crop pixels → output crop pixels
+    return paste_head(avatar.source_image, crop, avatar.source_box, landmarks * scale,
+                      avatar.reference_landmarks * scale, avatar.config.detail.paste_feather)
+
+
 def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mode: str = "relative",
-                     reference: str | int = "first", side_by_side: bool = False, paste: bool = False,
+                     reference: str | int = "neutral", side_by_side: bool = False, paste: bool = False,
                      batch_size: int = 16, fps: float | None = None, progress: bool = True,
-                     smooth: bool = True, expression=None, on_progress: ProgressCallback | None = None) -> dict:
+                     smooth: bool = True, expression=None, on_progress: ProgressCallback | None = None,
+                     size: int | None = None) -> dict:
     """Render ``avatar`` following ``track`` and write an H.264 mp4 (with the driver's audio).
 
     ``smooth``: One-Euro filter the driving landmarks first (see :func:`smoothed`) and cross-fade
     between shots over consecutive frames (``Avatar.animate(consecutive=True)``).
     ``expression``: an :class:`~talkinghead.infer.expression.Expression` applied to the adapted
     landmarks (``--eyes``, ``--lips``). ``on_progress`` receives rendering and writing steps.
+    ``size``: the face's output size O (default ``avatar.output_size``, the source face's own
+    resolution); ``paste`` blends it into the source photo inside the rendered and the source
+    head (:func:`~talkinghead.infer.paste.paste_head`).
     Returns a summary dict (frames, fps, lost, output, size, tracking: the track's frames by
     tracking status, empty for a .npy track).
     """
@@ -150,21 +187,15 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
         raise TalkingHeadError(f"batch size {batch_size}: must be at least 1")
     if fps is not None and not (0 < fps <= 240):
         raise TalkingHeadError(f"fps {fps:g}: must be in (0, 240]")
-    if smooth:
-        track = smoothed(track)
-    adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode=mode, reference=reference)
-    if expression is not None:
-        from talkinghead.infer.expression import apply_expression
-
-        adapted = apply_expression(adapted, expression)
-    rendered = avatar.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth,
-                              on_progress=on_progress)
+    size = avatar.check_size(size)
+    adapted, rendered = drive(avatar, track, mode, reference, smooth, expression, size, batch_size, progress,
+                              on_progress)
 
     def frames():
         drivers = iter_frames(track.video) if (side_by_side and track.video is not None) else None
         for t, image in enumerate(rendered):
             report(on_progress, "writing", t, len(rendered))
-            out = paste_back(avatar.source_image, image, avatar.source_box) if paste else image
+            out = paste_frame(avatar, image, adapted[t]) if paste else image
             if side_by_side:
                 height = out.shape[0]
                 sketch = landmarks_to_sketch(adapted[t], avatar.size)
@@ -178,5 +209,5 @@ def animate_to_video(avatar, track: DrivingTrack, output: str | os.PathLike, mod
 
     rate = fps or track.fps
     count = write_video(output, frames(), rate, audio_from=str(track.video) if track.video else None)
-    return {"frames": count, "fps": rate, "lost": track.lost, "output": str(output), "size": avatar.size,
+    return {"frames": count, "fps": rate, "lost": track.lost, "output": str(output), "size": size,
             "tracking": dict(track.tracking)}

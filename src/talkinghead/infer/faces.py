@@ -29,6 +29,9 @@ class FaceCrops:
     source_image: np.ndarray  # first source image, full size (for paste-back)
     source_box: np.ndarray  # (cx, cy, side) of its crop
     notes: list[str] = field(default_factory=list)
+    #: (K, H, H, 3) uint8: the same crops at up to ``max_size`` px (the faces' own resolution,
+    #: never below S): the output-resolution detail layer warps these (:mod:`talkinghead.infer.detail`).
+    crops_hi: np.ndarray | None = None
 
 
 class EvenSample:
@@ -112,10 +115,28 @@ LOW_RESOLUTION_FRACTION = 0.5
 PROFILE_NOSE_MARGIN = 0.1
 
 
+def high_resolution_size(sides: Sequence[float], size: int, max_size: int) -> int:
+    """The side H of the high-resolution crops: the largest face's own resolution (its crop
+    square's side in source pixels), capped at ``max_size`` and never below ``size``."""
+    largest = max((float(s) for s in sides), default=float(size))
+    return int(min(max(max_size, size), max(size, round(largest))))
+
+
+def pixel_aligned_box(box: np.ndarray) -> np.ndarray:
+    """The crop square (cx, cy, side) moved by about a pixel so that its side is an even number
+    of pixels (as video encoders want) and its edges lie on pixel edges: a crop at that side is
+    then an exact copy of the photo's pixels, and pasting it back puts them exactly where they
+    were (no resampling blur)."""
+    side = max(2.0, 2 * float(np.round(box[2] / 2)))
+    x0, y0 = np.round(float(box[0]) - side / 2), np.round(float(box[1]) - side / 2)
+    return np.array([x0 + side / 2, y0 + side / 2, side], np.float32)
+
+
 def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str | os.PathLike, size: int,
                        shots: int | None = None, detector=None, progress: bool = True,
-                       on_progress: ProgressCallback | None = None) -> FaceCrops:
-    """Detect the largest face in each source and crop it to ``size``×``size``.
+                       on_progress: ProgressCallback | None = None, max_size: int = 512) -> FaceCrops:
+    """Detect the largest face in each source and crop it to ``size``×``size``, and to H×H
+    (:func:`high_resolution_size`, up to ``max_size``) as ``crops_hi``.
 
     dlib's HOG detector first, its CNN detector where HOG finds nothing. Sources without a
     face are skipped with a warning; if none has a face, NoFaceError. A face much smaller than
@@ -125,7 +146,7 @@ def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str |
     items = _expand_sources(sources, shots)
     if not items:
         raise TalkingHeadError("no source images given")
-    crops, landmarks, notes = [], [], []
+    crops, landmarks, notes, found = [], [], [], []
     first_image = first_box = None
     for label, image in ProgressBar(items, "detecting faces", show=progress and len(items) >= 4,
                                     on_progress=on_progress, unit="image"):
@@ -139,7 +160,7 @@ def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str |
         if n_faces > 1:
             notes.append(f"{label}: {n_faces} faces, picked the largest")
             log.warning("%s: %d faces found, picked the largest", label, n_faces)
-        box = square_box_from_landmarks(points)
+        box = pixel_aligned_box(square_box_from_landmarks(points))
         side = float(box[2])
         if side < LOW_RESOLUTION_FRACTION * size:
             note = (f"{label}: low resolution: the face crop is {side:.0f} px and the model renders {size} px, "
@@ -153,6 +174,7 @@ def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str |
             notes.append(note)
             log.warning("%s", note)
         crops.append(crop_square(image, box, size))
+        found.append((image, box))
         landmarks.append(landmarks_to_crop(points, box, size))
         if first_image is None:
             first_image, first_box = image, np.asarray(box, np.float32)
@@ -161,4 +183,7 @@ def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str |
         tiny = min(min(image.shape[:2]) for _, image in items)
         hint = f" (smallest image {tiny} px: too small to detect a face)" if tiny < 96 else ""
         raise NoFaceError(f"{names}{' …' if len(items) > 3 else ''}: no face found{hint}")
-    return FaceCrops(np.stack(crops), np.stack(landmarks).astype(np.float32), first_image, first_box, notes)
+    hi = high_resolution_size([box[2] for _, box in found], size, max_size)
+    crops_hi = np.stack([crop_square(image, box, hi) for image, box in found])
+    return FaceCrops(np.stack(crops), np.stack(landmarks).astype(np.float32), first_image, first_box, notes,
+                     crops_hi)

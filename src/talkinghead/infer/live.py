@@ -210,12 +210,14 @@ class ShotCrossFade:
 
 
 class TorchRenderer:
-    """(68, 2) landmarks → (S, S, 3) uint8 with an avatar's :meth:`Avatar.renderer` module."""
+    """(68, 2) landmarks → (O, O, 3) uint8 with an avatar's :meth:`Avatar.sized_renderer` module
+    (O: ``size``, default the avatar's output size)."""
 
-    def __init__(self, avatar, cross_fade: bool = True):
-        self.size = avatar.size
-        self.module = avatar.renderer().to("cpu").eval()
-        self.shot_bias = ShotCrossFade(self.module, cross_fade)
+    def __init__(self, avatar, cross_fade: bool = True, size: int | None = None):
+        self.size = avatar.size  # the sketch's: the network's size
+        self.output_size = avatar.check_size(size)
+        self.module = avatar.sized_renderer(self.output_size).to("cpu").eval()
+        self.shot_bias = ShotCrossFade(avatar.renderer().to("cpu").eval(), cross_fade)
 
     @torch.inference_mode()
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
@@ -229,14 +231,15 @@ class OnnxAvatarRenderer:
     """The same with onnxruntime: the avatar's renderer is exported to a temporary ONNX file
     (about 2.5× PyTorch's frames/s at 128 px on one CPU thread; needs the [app] extra)."""
 
-    def __init__(self, avatar, threads: int = 1, cross_fade: bool = True):
+    def __init__(self, avatar, threads: int = 1, cross_fade: bool = True, size: int | None = None):
         import tempfile
 
         from talkinghead.infer.onnx_export import OnnxRenderer, export_onnx
 
-        self.size = avatar.size
+        self.size = avatar.size  # the sketch's: the network's size
+        self.output_size = avatar.check_size(size)
         with tempfile.TemporaryDirectory(prefix="talkinghead-onnx-") as folder:
-            path = export_onnx(avatar, f"{folder}/avatar.onnx")
+            path = export_onnx(avatar, f"{folder}/avatar.onnx", size=self.output_size)
             self.runtime = OnnxRenderer(path, threads=threads)  # the session keeps the model in memory
         self.shot_bias = ShotCrossFade(avatar.renderer().to("cpu").eval(), cross_fade)
 
@@ -496,11 +499,15 @@ class LiveRecorder:
 FACE_MESSAGES = {"lost": "face lost: holding last pose", "none": "no face in view: avatar's own pose"}
 
 
-def compose_view(frame: Frame, fps: float, display_size: int, side_by_side: bool = False,
+def compose_view(frame: Frame, fps: float, display_size: int | None, side_by_side: bool = False,
                  overlay: bool = True) -> np.ndarray:
-    """The picture shown for ``frame``: the rendering at ``display_size`` px (the driver beside
-    it with ``side_by_side``), with fps, latency and face state written on it. (H, W, 3) RGB."""
-    view = cv2.resize(frame.rendered, (display_size, display_size), interpolation=cv2.INTER_LINEAR)
+    """The picture shown for ``frame``: the rendering at ``display_size`` px (None: as rendered;
+    the driver beside it with ``side_by_side``), with fps, latency and face state written on it.
+    (H, W, 3) RGB."""
+    display_size = display_size or frame.rendered.shape[0]
+    view = frame.rendered
+    if display_size != view.shape[0]:
+        view = cv2.resize(view, (display_size, display_size), interpolation=cv2.INTER_LINEAR)
     if side_by_side:
         h, w = frame.image.shape[:2]
         driver = cv2.resize(frame.image, (max(2, round(w * display_size / h)), display_size),

@@ -49,7 +49,8 @@ class LiveSettings:
     relative: bool = True  # the driver's motion on the avatar's own face shape (else absolute)
     smoothing: bool = True  # One-Euro landmark smoothing and shot cross-fades
     expression: Expression = field(default_factory=Expression)  # --eyes/--lips on adapted landmarks
-    display_size: int = 384  # shown size of the avatar in pixels
+    size: int | None = None  # output size of the rendered face (default: Avatar.output_size)
+    display_size: int | None = None  # shown size of the avatar in pixels (default: the rendered size)
     side_by_side: bool = False  # the driver beside the avatar
     render_delay_s: float = 0.0  # slow the renderer (to see frame dropping)
     onnx: bool = False  # render with onnxruntime instead of PyTorch
@@ -85,9 +86,10 @@ def run_live(avatar: Avatar, source: Iterable[np.ndarray], fps: float, settings:
     if settings.onnx:
         from talkinghead.infer.live import OnnxAvatarRenderer
 
-        renderer = OnnxAvatarRenderer(avatar, threads=settings.threads or 1, cross_fade=settings.smoothing)
+        renderer = OnnxAvatarRenderer(avatar, threads=settings.threads or 1, cross_fade=settings.smoothing,
+                                      size=settings.size)
     else:
-        renderer = TorchRenderer(avatar, cross_fade=settings.smoothing)
+        renderer = TorchRenderer(avatar, cross_fade=settings.smoothing, size=settings.size)
     expression = settings.expression
     if not expression.is_identity:  # --eyes/--lips on the adapted landmarks, before rendering
         render_plain = renderer

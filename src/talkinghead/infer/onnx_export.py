@@ -1,7 +1,11 @@
 """ONNX export of an avatar's renderer (:meth:`Avatar.renderer`: G with ψ folded in), so that
 any ONNX runtime can render the avatar:
 
-    images (B, 3, S, S) = model(sketches (B, 3, S, S) in [-1, 1], landmarks (B, 68, 2) crop pixels)
+    images (B, 3, O, O) = model(sketches (B, 3, S, S) in [-1, 1], landmarks (B, 68, 2) crop pixels)
+
+O is the output size chosen at export (``size``; default the avatar's own output size): above
+the network's size S the output-resolution detail layer (:mod:`talkinghead.infer.detail`: the
+shots warped at O, added where G trusts its guide) is part of the graph.
 
 Both inputs are always in the graph. The paper's G reads only the sketch; the exporter drops
 inputs a graph does not use, so ``landmarks`` is then declared again (unused) to keep one
@@ -36,12 +40,14 @@ def _require_onnx():
     return onnx, onnxruntime
 
 
-def export_onnx(avatar, path: str | os.PathLike, opset: int = 17) -> Path:
-    """Write ``avatar``'s renderer as an ONNX model with a dynamic batch axis (atomically).
+def export_onnx(avatar, path: str | os.PathLike, opset: int = 17, size: int | None = None) -> Path:
+    """Write ``avatar``'s renderer at output size ``size`` (default ``avatar.output_size``) as an
+    ONNX model with a dynamic batch axis (atomically).
     A warp-guided avatar's warp goes into the graph too, in standard ONNX operators."""
     onnx, _ = _require_onnx()
     path = Path(path)
-    module = avatar.renderer().to("cpu").eval()
+    out_size = avatar.check_size(size)
+    module = avatar.sized_renderer(out_size).to("cpu").eval()
     size = avatar.size
     sketches = torch.zeros(2, 3, size, size)
     landmarks = torch.from_numpy(np.repeat(avatar.reference_landmarks[None], 2, axis=0).astype(np.float32))
@@ -55,7 +61,7 @@ def export_onnx(avatar, path: str | os.PathLike, opset: int = 17) -> Path:
                           output_names=[OUTPUT], dynamic_axes=dynamic, opset_version=opset, dynamo=False)
         model = onnx.load(str(tmp))
         _declare_missing_inputs(onnx, model, size, avatar.shots)
-        model.doc_string = (f"talkinghead avatar renderer: {OUTPUT} (B,3,{size},{size}) in [-1,1] from "
+        model.doc_string = (f"talkinghead avatar renderer: {OUTPUT} (B,3,{out_size},{out_size}) in [-1,1] from "
                             f"sketches (B,3,{size},{size}) in [-1,1], landmarks (B,68,2) crop pixels and "
                             f"shot_bias (B,{avatar.shots}) added to the shots' landmark distances (zeros: none)")
         onnx.checker.check_model(model)
@@ -117,8 +123,10 @@ def _test_inputs(avatar, count: int, seed: int = 0) -> tuple[torch.Tensor, torch
     return sketches, torch.from_numpy(marks)
 
 
-def verify_onnx(avatar, path: str | os.PathLike, frames: int = 16, seed: int = 0, threads: int = 1) -> dict:
-    """Compare the ONNX model with PyTorch on ``frames`` sketches of the avatar's face.
+def verify_onnx(avatar, path: str | os.PathLike, frames: int = 16, seed: int = 0, threads: int = 1,
+                size: int | None = None) -> dict:
+    """Compare the ONNX model (exported at output size ``size``, default the avatar's) with
+    PyTorch on ``frames`` sketches of the avatar's face.
 
     Returns max_abs_diff (on [-1, 1] images) and frames/s of both at batch 1, with the same
     number of threads, timed in alternating rounds so that a change in the machine's load
@@ -129,14 +137,14 @@ def verify_onnx(avatar, path: str | os.PathLike, frames: int = 16, seed: int = 0
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _compare(avatar, path, frames, seed, threads)
+        return _compare(avatar, path, frames, seed, threads, size)
     finally:
         torch.set_num_threads(previous)
 
 
-def _compare(avatar, path, frames: int, seed: int, threads: int) -> dict:
+def _compare(avatar, path, frames: int, seed: int, threads: int, size: int | None) -> dict:
     runtime = OnnxRenderer(path, threads=threads)
-    module = avatar.renderer().to("cpu").eval()
+    module = avatar.sized_renderer(size).to("cpu").eval()
     sketches, landmarks = _test_inputs(avatar, frames, seed)
     with torch.inference_mode():
         reference = module(sketches, landmarks).numpy()
@@ -175,10 +183,11 @@ def run_onnx_export(args) -> int:
     if not source.is_file():
         raise TalkingHeadError(f"{source}: avatar file not found")
     avatar = Avatar.load(source, checkpoint=getattr(args, "meta_checkpoint", None), device="cpu")
-    path = export_onnx(avatar, args.output)
-    check = verify_onnx(avatar, path)
+    size = avatar.check_size(getattr(args, "size", None))
+    path = export_onnx(avatar, args.output, size=size)
+    check = verify_onnx(avatar, path, size=size)
     status = "ok" if check["max_abs_diff"] <= 1e-3 else "MISMATCH"
-    print(f"{path}: {avatar.size}px renderer, {path.stat().st_size / 2**20:.1f} MB; onnxruntime vs PyTorch on "
+    print(f"{path}: {size}px renderer ({avatar.size}px network), {path.stat().st_size / 2**20:.1f} MB; onnxruntime vs PyTorch on "
           f"{check['frames']} frames: max |diff| {check['max_abs_diff']:.2e} ({status}); "
           f"{check['onnxruntime_fps']:.1f} vs {check['torch_fps']:.1f} frames/s "
           f"(batch 1, {check['threads']} CPU thread(s) each)")

@@ -7,10 +7,19 @@ the avatar's own face shape and add the driver's motion:
 
     out_t = ref_avatar + A · (drive_t − ref_driver)
 
-where ``ref_driver`` is a driving frame chosen as the neutral reference (the first, or the one
-closest in pose to the avatar) and ``A`` is the similarity transform (scale, rotation) that maps
-the driver's reference face onto the avatar's. Global head motion (translation, rotation,
-scale change of the whole face) is transferred the same way, through the displacements.
+where ``ref_driver`` is a driving frame chosen as the neutral reference (by default the one
+nearest the avatar in head pose, mouths and eyelids aside; or the first; or the closest in all
+68 points) and ``A`` is
+the similarity transform (scale, rotation) that maps the driver's reference face onto the
+avatar's. Global head motion (translation, rotation, scale change of the whole face) is
+transferred the same way, through the displacements.
+
+With ``neutral_mouth`` (default) both reference faces have their inner lips closed first
+(:func:`close_mouth`): the driver's mouth opening is then carried over as an opening, not as an
+offset from whatever its reference frame showed. Without it a reference frame caught
+mid-speech shifts every later mouth by its opening (lips crossing when the driver closes,
+staying shut when it opens a little), and an avatar photographed with its mouth open never
+closes it.
 
 *Absolute* mode only aligns each driving frame to the avatar with one similarity transform
 (position, scale and rotation), keeping the driver's face shape; right for self-reenactment.
@@ -23,6 +32,8 @@ import numpy as np
 #: Points that barely move with expression (eye corners, nose bridge/tip, jaw corners):
 #: the rigid frame of the face used for alignment.
 STABLE_POINTS = np.array([0, 16, 27, 28, 29, 30, 31, 35, 36, 39, 42, 45])
+#: Names of the reference choices (besides a frame index).
+REFERENCES = ("neutral", "first", "best")
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -53,6 +64,14 @@ def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ m[:, :2].T + m[:, 2]
 
 
+def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
+    """(T, 68, 2) → (T,) inner-lip gap divided by the inter-ocular distance."""
+    landmarks = np.asarray(landmarks)
+    gap = np.linalg.norm(landmarks[:, 66] - landmarks[:, 62], axis=-1)
+    iod = np.linalg.norm(landmarks[:, 45] - landmarks[:, 36], axis=-1)
+    return gap / np.maximum(iod, 1e-6)
+
+
 def normalised_shape(points: np.ndarray) -> np.ndarray:
     """All 68 landmarks with position and scale removed (what is left is pose and shape)."""
     canon = points - points.mean(0)
@@ -60,24 +79,58 @@ def normalised_shape(points: np.ndarray) -> np.ndarray:
     return canon
 
 
+def close_mouth(points: np.ndarray) -> np.ndarray:
+    """(68, 2) or (T, 68, 2) → the same face with the inner lips shut: the lower lip and the
+    jaw move up by the lips' gap (the upper lip stays), as :func:`~talkinghead.infer.expression.open_mouth`
+    with scale 0 does."""
+    from talkinghead.infer.expression import open_mouth
+
+    points = np.asarray(points, np.float64)
+    single = points.ndim == 2
+    out = open_mouth(points[None] if single else points, 0.0)
+    return out[0] if single else out
+
+
+#: Points whose place says the head's pose: all but the eyelids and the inner lips (a blink
+#: or a word would otherwise count as a turn of the head).
+POSE_POINTS = np.setdiff1d(np.arange(68), [37, 38, 40, 41, 43, 44, 46, 47] + list(range(60, 68)))
+
+
+def _pose_errors(driving: np.ndarray, avatar_landmarks: np.ndarray, points=slice(None)) -> np.ndarray:
+    """(T,) mean difference of each valid driving frame's normalised landmarks (``points``
+    only) from the avatar's (inf for invalid frames)."""
+    target = normalised_shape(np.asarray(avatar_landmarks)[points])
+    errors = np.full(len(driving), np.inf)
+    for t, frame in enumerate(driving):
+        if np.isfinite(frame).all():
+            errors[t] = np.abs(normalised_shape(frame[points]) - target).mean()
+    return errors
+
+
+def pick_neutral_frame(driving: np.ndarray, avatar_landmarks: np.ndarray) -> int:
+    """Index of the valid driving frame nearest in head pose to the avatar, both faces with
+    their mouths closed (:func:`close_mouth`) and eyelids left out: what a word or a blink does
+    does not count, only where the head points and the face's proportions."""
+    driving = np.asarray(driving, np.float64)
+    valid = np.isfinite(driving).all(axis=(1, 2))
+    closed = np.full_like(driving, np.nan)
+    closed[valid] = close_mouth(driving[valid])
+    errors = _pose_errors(closed, close_mouth(avatar_landmarks), POSE_POINTS)
+    return int(np.argmin(errors))
+
+
 def pick_reference_frame(driving: np.ndarray, avatar_landmarks: np.ndarray) -> int:
     """Index of the driving frame whose head pose is closest to the avatar's (valid frames only)."""
-    target = normalised_shape(avatar_landmarks)
-    best, best_err = 0, np.inf
-    for t, frame in enumerate(driving):
-        if not np.isfinite(frame).all():
-            continue
-        err = np.abs(normalised_shape(frame) - target).mean()
-        if err < best_err:
-            best, best_err = t, err
-    return best
+    errors = _pose_errors(driving, avatar_landmarks)
+    return int(np.argmin(errors)) if np.isfinite(errors).any() else 0
 
 
 def adapt_landmarks(
     driving: np.ndarray,
     avatar_landmarks: np.ndarray,
     mode: str = "relative",
-    reference: int | str = "first",
+    reference: int | str = "neutral",
+    neutral_mouth: bool = True,
 ) -> np.ndarray:
     """Map driving landmarks (T, 68, 2) onto an avatar whose own landmarks are (68, 2).
 
@@ -85,8 +138,11 @@ def adapt_landmarks(
         driving: driver's landmarks in any pixel frame (e.g. the driving video's).
         avatar_landmarks: the avatar's landmarks in its crop (the frame G renders in).
         mode: ``"relative"`` (avatar's face shape + driver's motion) or ``"absolute"``.
-        reference: driving frame used as the driver's neutral face: an index, ``"first"``
+        reference: driving frame used as the driver's neutral face: an index, ``"neutral"``
+            (nearest the avatar's head pose: :func:`pick_neutral_frame`), ``"first"``
             (first valid frame) or ``"best"`` (closest pose to the avatar).
+        neutral_mouth: relative mode only: close the inner lips of both reference faces
+            (:func:`close_mouth`), so the driver's mouth opening is carried over as an opening.
 
     Returns:
         (T, 68, 2) landmarks in the avatar's crop coordinates.
@@ -100,7 +156,9 @@ def adapt_landmarks(
     valid = np.isfinite(driving).all(axis=(1, 2))
     if not valid.any():
         raise ValueError("no valid driving landmarks")
-    if reference == "best":
+    if reference == "neutral":
+        ref_index = pick_neutral_frame(driving, avatar)
+    elif reference == "best":
         ref_index = pick_reference_frame(driving, avatar)
     elif reference == "first":
         ref_index = int(np.flatnonzero(valid)[0])
@@ -117,5 +175,7 @@ def adapt_landmarks(
         out = apply_transform(m, driving)
     else:
         linear = m[:, :2]
+        if neutral_mouth:
+            avatar, ref_driver = close_mouth(avatar), close_mouth(ref_driver)
         out = avatar[None] + (driving - ref_driver[None]) @ linear.T
     return out.astype(np.float32)

@@ -136,9 +136,12 @@ class Generator(nn.Module):
         """ψ̂ = P ê: (B, N) -> (B, psi_size)."""
         return self.projection(embedding)
 
-    def forward(self, sketch: Tensor, psi: Tensor, guide: Tensor | None = None) -> Tensor:
+    def forward(self, sketch: Tensor, psi: Tensor, guide: Tensor | None = None,
+                return_alpha: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """sketch: (B, 3, S, S) in [-1, 1]; psi: (B, psi_size) or (psi_size,); guide (warp-guided G
-        only): (B, 4, S, S), the warped shot in [-1, 1] and its trust mask in [0, 1] → (B, 3, S, S)."""
+        only): (B, 4, S, S), the warped shot in [-1, 1] and its trust mask in [0, 1] → (B, 3, S, S).
+        ``return_alpha`` (warp-guided G only): also return the blend weight α (B, 1, S, S) of the
+        (corrected) warped shot, how much G trusts the guide at each pixel."""
         b = sketch.shape[0]
         if psi.shape[-1] != self.psi_size or psi.dim() not in (1, 2):
             raise ValueError(f"psi must be (B, {self.psi_size}) or ({self.psi_size},); got {tuple(psi.shape)}")
@@ -158,9 +161,12 @@ class Generator(nn.Module):
                 x = self.up_attention[str(i)](x)
         x = self.out_conv(F.relu(self.out_norm(x, next(chunks))))
         if guide is None:
+            if return_alpha:
+                raise ValueError("return_alpha needs a warp-guided G (the paper's G has no blend weight)")
             return torch.tanh(x)
         alpha = torch.sigmoid(x[:, 3:4] + GUIDE_BLEND_BIAS)  # (B, 1, S, S)
         warped = guide[:, :3].to(x.dtype)
         if self.warp_correction:  # Δ keeps a gradient where α saturates at 1
             warped = (warped + CORRECTION_SCALE * torch.tanh(x[:, 4:7])).clamp(-1, 1)
-        return alpha * warped + (1 - alpha) * torch.tanh(x[:, :3])
+        out = alpha * warped + (1 - alpha) * torch.tanh(x[:, :3])
+        return (out, alpha) if return_alpha else out

@@ -89,7 +89,7 @@ class LiveConnection:
 
     async def _start(self) -> None:
         await anyio.to_thread.run_sync(work.live_state, self.session, limiter=self.state.live_limiter)
-        size = self.session.output_size or self.session.avatar.size
+        size = self.session.output_size or self.session.avatar.output_size
         await self.websocket.send_json({"ready": True, "size": size})
 
     async def _guarded(self, work_loop) -> None:

@@ -197,7 +197,7 @@ def _app_routes(state: AppState) -> list:
         if session.avatar is None:
             return None
         version = session.avatar_version
-        return {"size": session.output_size or session.avatar.size, "still": f"/api/avatar/still.jpg?v={version}",
+        return {"size": session.output_size or session.avatar.output_size, "still": f"/api/avatar/still.jpg?v={version}",
                 "turn": f"/api/avatar/turn.webp?v={version}", "download": "/api/avatar.avatar"}
 
     async def index(request):

@@ -2,9 +2,10 @@
 videos, expression stills and live frames. Runs in the job queue's threads (avatars, videos)
 or in worker threads of the event loop (expression stills, live frames); never in the loop.
 
-Output size: the network renders at its own size (128 px for the bundled model); a session may
-ask for another. Until :meth:`Avatar.animate` renders at other sizes itself (the
-native-resolution work), :func:`render_poses` resizes its frames.
+Output size: a session may ask for one; by default the avatar's own (its photo's face
+resolution, capped at ``detail.max_size``). Stills, head turns, videos and live frames are
+rendered at that size by the avatar itself (:mod:`talkinghead.infer.detail`: detail from the
+photos at output resolution); only a size above the cap is enlarged afterwards.
 """
 
 from __future__ import annotations
@@ -36,14 +37,20 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     return data.tobytes()
 
 
+def render_size(avatar, size: int | None) -> int:
+    """The size ``avatar`` renders at for a session asking for ``size`` (None: the avatar's
+    output size): at most ``detail.max_size``; larger requests are enlarged from it."""
+    return avatar.output_size if size is None else min(size, avatar.config.detail.max_size)
+
+
 def render_poses(avatar, landmarks: np.ndarray, size: int | None = None, consecutive: bool = False,
                  on_progress=None) -> np.ndarray:
-    """(T, 68, 2) landmarks → (T, size, size, 3) uint8 frames of ``avatar`` (its own size by default)."""
-    frames = avatar.animate(landmarks, progress=False, consecutive=consecutive, on_progress=on_progress)
-    if size is None or size == avatar.size:
+    """(T, 68, 2) landmarks → (T, size, size, 3) uint8 frames of ``avatar`` (its output size by default)."""
+    frames = avatar.animate(landmarks, progress=False, consecutive=consecutive, on_progress=on_progress,
+                            size=render_size(avatar, size))
+    if size is None or size == frames.shape[1]:
         return frames
-    interpolation = cv2.INTER_CUBIC if size > avatar.size else cv2.INTER_AREA
-    return np.stack([cv2.resize(f, (size, size), interpolation=interpolation) for f in frames])
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in frames])
 
 
 def check_photo(path: Path, max_pixels: float) -> None:
@@ -82,11 +89,11 @@ def build_avatar(session: Session, job: Job, paths: list[Path], checkpoint, step
     from talkinghead.infer.faces import crops_from_sources
 
     faces = crops_from_sources([str(p) for p in paths], checkpoint.config.model.image_size, progress=False,
-                               on_progress=job.report)
+                               on_progress=job.report, max_size=checkpoint.config.detail.max_size)
     job.notes = [session.user_message(n) for n in faces.notes]
     job.report("fine-tuning" if steps else "embedding", 0, steps or None)
     avatar = Avatar.from_crops(faces.crops, faces.landmarks, checkpoint, finetune_steps=steps, device="cpu",
-                               progress=False, on_progress=job.report)
+                               progress=False, on_progress=job.report, crops_hi=faces.crops_hi)
     avatar.source_image, avatar.source_box = faces.source_image, faces.source_box
     job.report("showing the avatar", 0, None)
     with session.lock:
@@ -98,7 +105,7 @@ def build_avatar(session: Session, job: Job, paths: list[Path], checkpoint, step
         session.avatar, session.avatar_file, session.output_size = avatar, path, size
         session.previews = {"still": still, "turn": turn}
         session.live = None  # rebuilt for the new avatar by the next live frame
-    shown = size or avatar.size
+    shown = size or avatar.output_size
     job.result = {"shots": int(avatar.shots), "steps": int(steps), "size": int(shown),
                   "network_size": int(avatar.size), "download": "/api/avatar.avatar", "bytes": path.stat().st_size,
                   "still": f"/api/avatar/still.jpg?v={version}", "turn": f"/api/avatar/turn.webp?v={version}"}
@@ -130,8 +137,10 @@ def render_video(session: Session, job: Job, video: Path, side_by_side: bool, pa
     track = track_from_video(video, progress=False, on_progress=job.report)
     job.notes = [session.user_message(n) for n in track.notes]
     out = session.folder / f"video-{job.id}.mp4"
+    with session.lock:
+        size = session.output_size
     summary = animate_to_video(avatar, track, out, side_by_side=side_by_side, paste=paste_back, progress=False,
-                               on_progress=job.report)
+                               on_progress=job.report, size=render_size(avatar, size))
     job.result = {"frames": summary["frames"], "fps": summary["fps"], "lost": summary["lost"],
                   "size": summary["size"], "download": f"/api/result/{job.id}.mp4", "bytes": out.stat().st_size}
 
@@ -154,20 +163,22 @@ def live_state(session: Session) -> LiveState:
     from talkinghead.infer.live import LiveDriver
 
     with session.lock:
-        avatar, version, live = session.avatar, session.avatar_version, session.live
+        avatar, version, live, size = session.avatar, session.avatar_version, session.live, session.output_size
     if avatar is None:
         raise TalkingHeadError("build an avatar first (Avatar tab)")
     if live is not None and live.version == version:
         return live
-    fresh = LiveState(LiveDriver(avatar.reference_landmarks, get_detector("dlib")), live_renderer(avatar), version)
+    fresh = LiveState(LiveDriver(avatar.reference_landmarks, get_detector("dlib")),
+                      live_renderer(avatar, render_size(avatar, size)), version)
     with session.lock:
         if session.avatar_version == version:
             session.live = fresh
     return fresh
 
 
-def live_renderer(avatar):
-    """onnxruntime when installed (about 2.5× PyTorch's frames/s on one CPU thread), else PyTorch."""
+def live_renderer(avatar, size: int | None = None):
+    """onnxruntime when installed (about 2.5× PyTorch's frames/s on one CPU thread), else PyTorch;
+    rendering at ``size`` (default the avatar's output size)."""
     from talkinghead.infer.live import OnnxAvatarRenderer, TorchRenderer
 
     import torch
@@ -176,9 +187,9 @@ def live_renderer(avatar):
         # no_grad: the avatar's renderer may hold inference-mode tensors (made by an earlier
         # render), which the exporter's trace may use but not record for autograd.
         with torch.no_grad():
-            return OnnxAvatarRenderer(avatar)
+            return OnnxAvatarRenderer(avatar, size=size)
     except TalkingHeadError:  # the [app] extra is not installed
-        return TorchRenderer(avatar)
+        return TorchRenderer(avatar, size=size)
 
 
 def live_track(state: LiveState, data: bytes, max_pixels: float) -> tuple[np.ndarray, str]:
