@@ -109,10 +109,10 @@ def test_from_images_on_a_portrait_and_errors(astronaut_png, tiny_checkpoint, tm
         Avatar.from_images([blank], tiny_checkpoint, finetune_steps=0, progress=False)
     # two faces: the largest is used, and it is said
     portrait = cv2.imread(str(astronaut_png))
-    big = cv2.resize(portrait, (256, 256), interpolation=cv2.INTER_AREA)
-    small = cv2.resize(cv2.flip(portrait, 1), (128, 128), interpolation=cv2.INTER_AREA)
-    canvas = np.zeros((256, 400, 3), np.uint8)
-    canvas[:, :256], canvas[64:192, 272:] = big, small
+    big = cv2.resize(portrait[:300, 80:380], (256, 256), interpolation=cv2.INTER_AREA)  # head and shoulders
+    small = cv2.resize(cv2.flip(portrait[20:260, 110:350], 1), (160, 160), interpolation=cv2.INTER_AREA)  # a face
+    canvas = np.zeros((256, 432, 3), np.uint8)
+    canvas[:, :256], canvas[48:208, 264:424] = big, small
     two = tmp_path / "two.png"
     cv2.imwrite(str(two), canvas)
     from talkinghead.infer.faces import crops_from_sources
@@ -298,7 +298,7 @@ def test_set_changes_finetuning_settings_but_not_the_architecture(synthetic_data
     assert avatar.config.train.finetune_jaw_drop == 0.5 and not avatar.config.train.finetune_adversarial
     loaded = Avatar.load(avatar.save(tmp_path / "a.avatar"))
     assert loaded.config.train.finetune_jaw_drop == 0.5  # the avatar records how it was made
-    with pytest.raises(TalkingHeadError, match="only train.* and loss.*"):
+    with pytest.raises(TalkingHeadError, match=r"only train\.\*, loss\.\* and guide\.\*"):
         Avatar.from_crops(crops, landmarks, tiny_checkpoint, overrides=["model.image_size=128"])
     # CLI: the bad setting is reported before any face detection, in one line
     rc = main(["finetune", str(tmp_path / "not_there.jpg"), "--checkpoint", str(tiny_checkpoint),
@@ -327,7 +327,8 @@ def test_animate_track_adapts_a_drivers_landmarks_as_the_cli_does(astronaut_avat
     expected = astronaut_avatar.animate(
         adapt_landmarks(smoothed(DrivingTrack(track, 25.0, 0)).landmarks, astronaut_avatar.reference_landmarks),
         progress=False)
-    assert frames.shape == (6, astronaut_avatar.size, astronaut_avatar.size, 3)
+    size = astronaut_avatar.check_size(None)  # the default output size, as animate's
+    assert frames.shape == (6, size, size, 3)
     np.testing.assert_array_equal(frames, expected)
 
 
