@@ -7,6 +7,8 @@
 #      checkpoint of at most 16 MB (fp16).
 # Figures go to $OUT/gpu.log; record them with the GPU's name in docs/benchmarks.md.
 #
+#   python benchmarks/gpu_pack.py /work/shared/data/faces/manifest.csv --out packs/faces256   # here (~26 MB;
+#       packs/ is git-ignored: carry it to the GPU machine, e.g. the device tool's carry=["packs/faces256"])
 #   bash benchmarks/gpu.sh                       # on the GPU machine, the pack carried in packs/faces256
 #   bash benchmarks/gpu.sh --faces /work/shared/data/faces   # builds the pack first (needs the shared data)
 #   bash benchmarks/gpu.sh --device cpu --dry-run            # a few CPU minutes: every step, tiny settings

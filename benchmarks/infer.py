@@ -10,7 +10,8 @@ Output-size rows (``--output-sizes``): the bundled model rendering at 256/512 px
 128-px network (:mod:`talkinghead.infer.detail`: the shots warped at output size), K = 1 and
 8 shots at 512 px, with each frame pasted back into a photo 1.5× the output size
 (``animate --paste-back``), so the output-resolution warp and the paste-back are included.
-The machine's load average is printed with every row (a shared machine's figures depend on it).
+The machine's load average is printed with every row (a shared machine's figures depend on it),
+and the process's CPU time per frame (all threads), which depends less on it.
 
 Uses randomly initialised networks of each preset (speed does not depend on the weights) and
 the real code paths: ``Avatar.animate`` (sketch drawing + G) and ``Avatar.from_crops`` with the
@@ -112,8 +113,9 @@ def output_size_rows(sizes: list[int], device: str, frames: int) -> None:
 
     cuda = torch.device(device).type == "cuda"
     print(f"\n# output sizes, bundled model, {frames} frames, paste-back into a photo 1.5x the output size")
-    print("| output px | shots | frames/s | ms/frame | of which render | load average (1, 5, 15 min) |")
-    print("|---:|---:|---:|---:|---:|---|")
+    print("| output px | shots | frames/s | ms/frame | of which render | CPU ms/frame (all threads) "
+          "| load average (1, 5, 15 min) before → after |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
     for size in sizes:
         track = procedural_track(128, frames=max(frames, 8))
         for shots in (1, 8):
@@ -127,6 +129,7 @@ def output_size_rows(sizes: list[int], device: str, frames: int) -> None:
             if cuda:
                 torch.cuda.synchronize()
             load = load_average()
+            cpu0 = time.process_time()
             t0 = time.perf_counter()
             rendered = avatar.animate(track[:frames], progress=False, size=size)
             if cuda:
@@ -135,8 +138,10 @@ def output_size_rows(sizes: list[int], device: str, frames: int) -> None:
             for t in range(frames):
                 paste_frame(avatar, rendered[t], track[t])
             dt = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
             print(f"| {size} | {shots} | {frames / dt:.1f} | {1000 * dt / frames:.1f} | "
-                  f"{1000 * (t1 - t0) / frames:.1f} | {load} → {load_average()} |", flush=True)
+                  f"{1000 * (t1 - t0) / frames:.1f} | {1000 * cpu / frames:.1f} | {load} → {load_average()} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

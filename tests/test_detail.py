@@ -213,3 +213,62 @@ def test_live_onnx_and_app_routes_render_at_the_size(guided_avatar, tmp_path, ca
     from talkinghead.infer.onnx_export import OnnxRenderer
     sketches = torch.zeros(2, 3, 64, 64).numpy()
     assert OnnxRenderer(tmp_path / "a.onnx")(sketches, marks[:2]).shape == (2, 3, 160, 160)
+
+
+def test_corrupt_high_resolution_shots_are_one_line(guided_avatar, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = guided_avatar.save(tmp_path / "a.avatar")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    for bad, problem in ((torch.zeros(2, 600, 600, 3, dtype=torch.uint8), "crops_hi are 600 px"),
+                         (torch.zeros(3, 256, 256, 3, dtype=torch.uint8), "crops_hi is (3, 256, 256, 3)")):
+        save_file({**tensors, "crops_hi": bad}, str(tmp_path / "bad.avatar"), metadata=meta)
+        with pytest.raises(TalkingHeadError, match="corrupt avatar file") as err:
+            Avatar.load(tmp_path / "bad.avatar")
+        assert problem in str(err.value)
+
+
+def test_at_the_network_size_the_output_is_the_plain_renderers(guided_avatar):
+    from talkinghead.data.sketch import landmarks_to_sketch, sketch_to_tensor
+
+    marks = _faces(64, 3, seed=6)[1][:3]
+    sketches = torch.stack([sketch_to_tensor(landmarks_to_sketch(m, 64)) for m in marks])
+    plain = guided_avatar.render(sketches, marks)
+    assert torch.allclose(guided_avatar.render_at(sketches, marks, 64), plain, atol=1e-5)
+
+
+def test_live_cli_records_at_the_size(guided_avatar, shared_faces, tmp_path, capsys):
+    path = guided_avatar.save(tmp_path / "a.avatar")
+    out = tmp_path / "live.mp4"
+    rc = main(["live", "--avatar", str(path), "--video", str(shared_faces / "clips" / "vox_farah.mp4"),
+               "--no-window", "--as-fast-as-possible", "--max-frames", "6", "--size", "96", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (96, 96)  # the live view is the rendered size
+
+
+def test_native_protocol_scores_model_warp_and_first_frame(guided_checkpoint, shared_faces, tmp_path, capsys):
+    from talkinghead.checkpoint import load_checkpoint
+    from talkinghead.eval.native import NativeClip, NativeSettings, evaluate_clip, native_clips, summarise
+
+    clips = native_clips(shared_faces / "manifest.csv", ["macron", "vox_farah"], 256)
+    assert [c.identity for c in clips] == ["macron"]  # vox_farah's 224-px clip is below 256
+    clip = NativeClip("vox_farah", shared_faces / "clips" / "vox_farah.mp4", 224, 224, 108)
+    settings = NativeSettings(shots=(1, 2), frames=3, finetune_steps=0)
+    result = evaluate_clip(load_checkpoint(guided_checkpoint), clip, settings)
+    assert result["1"]["shots"] == 1 and result["2"]["shots"] == 2 and result["1"]["size"] >= 64
+    table = summarise([result], settings.shots)
+    for k in (1, 2):
+        for method in ("model", "warp", "first frame"):
+            row = table[(k, method)]
+            assert row["frames"] == 3 and 5 < row["psnr"] < 60 and 0 < row["ssim"] <= 1 and row["sharpness"] > 0
+    # the CLI refuses --data with --native, and a missing manifest, in one line
+    for argv in (["--native", str(shared_faces / "manifest.csv"), "--data", str(tmp_path)],
+                 ["--native", str(tmp_path / "missing.csv")]):
+        rc = main(["evaluate", *argv, "-o", str(tmp_path / "report")])
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.strip().splitlines()) == 1

@@ -610,7 +610,8 @@ def test_avatar_with_its_own_finite_generator_still_loads(ff_avatar, tmp_path):
                                meta={"finetune_steps": "5"})
     avatar = Avatar.load(edited, device="cpu")
     assert avatar.finetune_steps == 5 and avatar.source_image is not None
-    assert avatar.animate(avatar.landmarks, progress=False).shape == (1, 128, 128, 3)
+    size = avatar.output_size  # the photo's face resolution (detail layer), not the network's 128
+    assert avatar.animate(avatar.landmarks, progress=False).shape == (1, size, size, 3)
 
 
 def test_config_beyond_the_parameter_bound_is_refused_before_building():

@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int_in(1), default=None, help="render at most this many frames")
     p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
                    help="change the model's fine-tuning settings, e.g. train.finetune_jaw_drop=0")
+    from talkinghead.commands.common import add_size_argument
+
+    add_size_argument(p)
     p.set_defaults(run=run)
 
 
@@ -40,7 +43,7 @@ def run(args) -> int:
         check_input_path(args.driving, "driving video")
 
     r = run_demo(args.out, source=args.source, driving=args.driving, checkpoint=args.checkpoint,
-                 steps=args.steps, max_frames=args.frames, overrides=args.set)
+                 steps=args.steps, max_frames=args.frames, overrides=args.set, size=args.size)
     check = check_rendering(r.rendered, r.driving)
     print(f"video: {r.video}")
     print(f"frames: {r.strip}")

@@ -339,7 +339,7 @@ class Avatar:
             reference: the driver's neutral frame: an index, ``"first"`` or ``"best"``.
             smooth: smooth the landmarks and cross-fade shots (as the CLI unless ``--no-smooth``).
             fps: the landmarks' frame rate when ``track`` is an array (for smoothing).
-            size: output size O, as in :meth:`animate`.
+            size: output size O (default :attr:`output_size`; see :meth:`animate`).
         Returns:
             (T, O, O, 3) uint8 RGB frames.
         """

@@ -35,8 +35,8 @@ DEMO_TRACK = ASSETS / "demo_track.npy"
 class DemoResult:
     video: Path
     strip: Path
-    rendered: np.ndarray  # (T, S, S, 3) uint8: the avatar's frames
-    driving: np.ndarray  # (T, 68, 2): the adapted landmarks that drove them, in crop pixels
+    rendered: np.ndarray  # (T, O, O, 3) uint8: the avatar's frames at its output size
+    driving: np.ndarray  # (T, 68, 2): the adapted landmarks that drove them, in the output's pixels
     seconds: float
 
     @property
@@ -67,7 +67,7 @@ def frame_strip(sketches: np.ndarray, frames: np.ndarray, count: int = 8) -> np.
 def run_demo(out_dir: str | os.PathLike = ".", source: str | None = None, driving: str | None = None,
              checkpoint: str | None = None, steps: int | None = None, max_frames: int | None = None,
              progress: bool = True, overrides: list[str] | tuple[str, ...] = (),
-             smooth: bool = True) -> DemoResult:
+             smooth: bool = True, size: int | None = None) -> DemoResult:
     from PIL import Image
 
     from talkinghead.data.video import write_video
@@ -93,7 +93,7 @@ def run_demo(out_dir: str | os.PathLike = ".", source: str | None = None, drivin
 
     avatar = Avatar.from_images([image], ckpt, finetune_steps=steps, progress=progress, overrides=overrides)
     adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode="relative")
-    frames = avatar.animate(adapted, progress=progress)  # at the face's own resolution (capped)
+    frames = avatar.animate(adapted, progress=progress, size=size)  # default: the face's own resolution (capped)
     adapted = adapted * (frames.shape[1] / avatar.size)  # into the output's pixels
     sketches = np.stack([landmarks_to_sketch(l, frames.shape[1]) for l in adapted])
 

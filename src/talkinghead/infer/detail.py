@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from talkinghead.config import DetailConfig
+from talkinghead.config import DetailConfig, MouthConfig
 from talkinghead.models.guide import WarpGuide
 from talkinghead.errors import TalkingHeadError
 
@@ -46,11 +46,13 @@ def default_output_size(face_side: float | None, network_size: int, max_size: in
 
 def check_output_size(size, max_size: int) -> int:
     """``size`` as a positive whole number of pixels up to ``max_size``; TalkingHeadError otherwise."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    import numbers
+
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise TalkingHeadError(f"size {size!r}: must be a positive whole number of pixels")
     if size > max_size:
         raise TalkingHeadError(f"size {size}: at most {max_size} px")
-    return size
+    return int(size)
 
 
 @functools.lru_cache(maxsize=16)
@@ -69,13 +71,31 @@ def resize(images: Tensor, size: int) -> Tensor:
     if images.shape[-1] == size:
         return images
     if size > images.shape[-1]:
-        return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        b, c, h, w = images.shape  # one channel at a time: torch's CPU kernel is several times faster so
+        flat = F.interpolate(images.reshape(b * c, 1, h, w), size=(size, size), mode="bilinear", align_corners=False)
+        return flat.reshape(b, c, size, size)
     matrix = shrink_matrix(int(images.shape[-1]), int(size)).to(images)  # int: a traced shape is a tensor
     return matrix @ images @ matrix.T
 
 
+def resample_shots(shots: Tensor, size: int) -> Tensor:
+    """(K, 3, H, H) in [-1, 1] → (K, 3, O, O): Lanczos (area averaging when shrinking by more
+    than 2), which keeps the fine detail that bilinear resampling by a factor near 1 blurs."""
+    import cv2
+    import numpy as np
+
+    if shots.shape[-1] == size:
+        return shots
+    interpolation = cv2.INTER_AREA if size <= shots.shape[-1] / 2 else cv2.INTER_LANCZOS4
+    with torch.inference_mode(False), torch.no_grad():
+        images = shots.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+        out = np.stack([cv2.resize(np.ascontiguousarray(i), (size, size), interpolation=interpolation) for i in images])
+        return torch.from_numpy(out).permute(0, 3, 1, 2).clamp(-1, 1).to(shots).contiguous()
+
+
 def compose_detail(out_lo: Tensor, alpha: Tensor, guide_hi: Tensor, guide_lo: Tensor) -> Tensor:
-    """The two layers: ``up(out_lo) + up(α)·(guide_hi − up(guide_lo))``, clamped to [-1, 1].
+    """The two layers: ``up(out_lo) + up(α)·(guide_hi − up(guide_lo))``, clamped to [-1, 1]
+    (computed as ``up(out_lo − α·guide_lo) + up(α)·guide_hi``: one enlargement fewer).
 
     Args:
         out_lo: (B, 3, S, S) the network's image. alpha: (B, 1, S, S) in [0, 1].
@@ -85,8 +105,10 @@ def compose_detail(out_lo: Tensor, alpha: Tensor, guide_hi: Tensor, guide_lo: Te
         (B, 3, O, O).
     """
     size = guide_hi.shape[-1]
-    detail = guide_hi - resize(guide_lo, size)
-    return (resize(out_lo, size) + resize(alpha, size) * detail).clamp(-1, 1)
+    # = up(out_lo) + up(α)·(guide_hi − up(guide_lo)) with the two enlargements of 3-channel
+    # images folded into one (exact where α is constant over a pixel's neighbourhood, e.g. 0 or 1).
+    out = resize(out_lo - alpha * guide_lo, size)  # a new tensor, whatever the size
+    return out.addcmul_(resize(alpha, size), guide_hi).clamp_(-1, 1)  # in place: 512-px images are large
 
 
 def agreement_alpha(out_lo: Tensor, guide_lo: Tensor, temperature: float) -> Tensor:
@@ -95,6 +117,10 @@ def agreement_alpha(out_lo: Tensor, guide_lo: Tensor, temperature: float) -> Ten
     diff = (out_lo - guide_lo).abs().mean(dim=1, keepdim=True)
     diff = F.avg_pool2d(diff, 3, stride=1, padding=1, count_include_pad=False)
     return torch.exp(-diff / temperature)
+
+
+#: The detail layer's warps: colours only, no trust mask inside the mouth (see DetailRenderer.guide).
+NO_MOUTH_DISTRUST = MouthConfig(guide_distrust=False)
 
 
 class DetailRenderer(nn.Module):
@@ -130,14 +156,16 @@ class DetailRenderer(nn.Module):
         if size == self.network_size:
             return self.shots
         if size not in self._resampled:
-            self._resampled[size] = resize(self.shots_hi, size).clamp(-1, 1)
+            self._resampled[size] = resample_shots(self.shots_hi, size)
         return self._resampled[size]
 
     def guide(self, landmarks: Tensor, size: int, shot_bias: Tensor | None = None, fuse: int | None = None,
-              penalty: bool = True) -> Tensor:
+              penalty: bool = True, trust: bool = True) -> Tensor:
         """(B, 4, O, O): the ``fuse`` (default: G's) nearest shots warped onto ``landmarks``
         (B, 68, 2, S-px) at size O, and the trust mask (:class:`~talkinghead.models.guide.WarpGuide`).
-        ``penalty=False``: shots ranked by landmark distance alone (the classical warp)."""
+        ``penalty=False``: shots ranked by landmark distance alone (the classical warp).
+        ``trust=False``: the trust mask without the mouth's distrust (which only G reads, and
+        which costs more than the warp at 512 px); the colours of one shot are the same."""
         b = landmarks.shape[0]
         scale = size / self.network_size
         extra = self.shot_penalty[None].expand(b, -1) if penalty else torch.zeros_like(self.shot_penalty)[None].expand(b, -1)
@@ -149,12 +177,12 @@ class DetailRenderer(nn.Module):
         return self.builder(shots[None].expand(b, -1, -1, -1, -1),
                             (self.shot_landmarks * scale)[None].expand(b, -1, -1, -1),
                             landmarks.float() * scale, fuse=self.fuse if fuse is None else fuse, penalty=extra,
-                            map_resolution=map_resolution)
+                            map_resolution=map_resolution, mouth=None if trust else NO_MOUTH_DISTRUST)
 
     def classical_warp(self, landmarks: Tensor, size: int) -> Tensor:
         """(B, 3, O, O): the classical warp at output size, the baseline: the nearest shot (by
         landmark distance alone) warped onto ``landmarks`` (B, 68, 2, S-px)."""
-        return self.guide(landmarks, size, fuse=1, penalty=False)[:, :3]
+        return self.guide(landmarks, size, fuse=1, penalty=False, trust=False)[:, :3]
 
     def forward(self, sketches: Tensor, landmarks: Tensor, size: int, shot_bias: Tensor | None = None) -> Tensor:
         b = sketches.shape[0]
@@ -170,7 +198,7 @@ class DetailRenderer(nn.Module):
             return resize(out_lo, size)
         # The detail layer: the nearest shot warped at output size (averaging several shots,
         # whose fine detail never lines up exactly, would cancel the detail it is there for).
-        nearest = self.guide(landmarks, size, shot_bias, fuse=1)[:, :3].to(out_lo)
+        nearest = self.guide(landmarks, size, shot_bias, fuse=1, trust=False)[:, :3].to(out_lo)
         return compose_detail(out_lo, alpha.to(out_lo), nearest, resize(nearest, self.network_size))
 
 

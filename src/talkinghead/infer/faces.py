@@ -29,8 +29,8 @@ class FaceCrops:
     source_image: np.ndarray  # first source image, full size (for paste-back)
     source_box: np.ndarray  # (cx, cy, side) of its crop
     notes: list[str] = field(default_factory=list)
-    #: (K, H, H, 3) uint8: the same crops at up to ``max_size`` px (the faces' own resolution,
-    #: never below S): the output-resolution detail layer warps these (:mod:`talkinghead.infer.detail`).
+    #: (K, H, H, 3) uint8: the same crops at up to ``max_size`` px (the first face's own
+    #: resolution, never below S): the output-resolution detail layer warps these (:mod:`talkinghead.infer.detail`).
     crops_hi: np.ndarray | None = None
 
 
@@ -115,11 +115,25 @@ LOW_RESOLUTION_FRACTION = 0.5
 PROFILE_NOSE_MARGIN = 0.1
 
 
-def high_resolution_size(sides: Sequence[float], size: int, max_size: int) -> int:
-    """The side H of the high-resolution crops: the largest face's own resolution (its crop
-    square's side in source pixels), capped at ``max_size`` and never below ``size``."""
-    largest = max((float(s) for s in sides), default=float(size))
-    return int(min(max(max_size, size), max(size, round(largest))))
+def high_resolution_size(side: float, size: int, max_size: int) -> int:
+    """The side H of the high-resolution crops: the first face's own resolution (its crop
+    square's side in source pixels, even), capped at ``max_size`` and never below ``size``: the
+    default output size, so that the first shot needs no resampling."""
+    return int(min(max(max_size, size), max(size, 2 * int(float(side) // 2))))
+
+
+def sharp_crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """:func:`crop_square` for the high-resolution shots: the square cut at its own (pixel-aligned)
+    size, an exact copy of the photo's pixels, then resized to ``size`` with Lanczos (area
+    averaging when shrinking by more than 2): bilinear resampling by a factor near 1 blurs fine
+    detail by up to half a pixel."""
+    side = int(round(float(box[2])))
+    if side == size or side >= 2 * size:
+        return crop_square(image, box, size)
+    import cv2
+
+    native = crop_square(image, box, side)
+    return cv2.resize(native, (size, size), interpolation=cv2.INTER_LANCZOS4 if size > side / 2 else cv2.INTER_AREA)
 
 
 def pixel_aligned_box(box: np.ndarray) -> np.ndarray:
@@ -183,7 +197,7 @@ def crops_from_sources(sources: Sequence[str | os.PathLike | np.ndarray] | str |
         tiny = min(min(image.shape[:2]) for _, image in items)
         hint = f" (smallest image {tiny} px: too small to detect a face)" if tiny < 96 else ""
         raise NoFaceError(f"{names}{' …' if len(items) > 3 else ''}: no face found{hint}")
-    hi = high_resolution_size([box[2] for _, box in found], size, max_size)
-    crops_hi = np.stack([crop_square(image, box, hi) for image, box in found])
+    hi = high_resolution_size(found[0][1][2], size, max_size)
+    crops_hi = np.stack([sharp_crop(image, box, hi) for image, box in found])
     return FaceCrops(np.stack(crops), np.stack(landmarks).astype(np.float32), first_image, first_box, notes,
                      crops_hi)

@@ -180,7 +180,8 @@ class WarpGuide:
     # -- the guide -------------------------------------------------------------------------------
     def __call__(self, shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
                  exclude: Tensor | None = None, penalty: Tensor | None = None,
-                 fuse: int | None = None, symmetric_fill: bool = True, map_resolution: int | None = None) -> Tensor:
+                 fuse: int | None = None, symmetric_fill: bool = True, map_resolution: int | None = None,
+                 mouth: MouthConfig | None = None) -> Tensor:
         """The guide: the nearest shot(s) warped onto each target.
 
         Args:
@@ -191,6 +192,7 @@ class WarpGuide:
                 :meth:`smoothing_bias` row on consecutive frames).
             fuse: overrides the guide's own ``fuse`` (meta-learning draws one-shot batches).
             symmetric_fill, map_resolution: see :func:`~talkinghead.data.warp.warp_image`.
+            mouth: overrides the guide's own mouth settings (e.g. no distrust where only colours matter).
         Returns:
             (B, 4, S, S): the warped shot(s) (3 channels) and the trust mask (1 channel).
         """
@@ -200,4 +202,4 @@ class WarpGuide:
         nearest, pick = torch.topk(distance, m, dim=1, largest=False)  # (B, M) ascending
         weight = torch.softmax(-(nearest - nearest[:, :1]) / self.config.fusion_temperature, dim=1).to(shots.dtype)
         return fuse_warped_shots(shots, shot_landmarks, target_landmarks, pick, weight, symmetric_fill,
-                                 map_resolution, self.mouth)
+                                 map_resolution, self.mouth if mouth is None else mouth)
