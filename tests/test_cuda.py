@@ -40,8 +40,9 @@ def test_spectral_norm_sigma_is_fp32_under_cuda_autocast():
 def _one_step(cfg, compile_: bool):
     from torch.utils.data import default_collate
 
-    from talkinghead.models import build_models
     from talkinghead.losses import build_content_loss
+    from talkinghead.models import build_models
+    from talkinghead.models.guide import WarpGuide
     from talkinghead.train.meta import MetaNetworks, OptimizerPair, RenderFromEmbedding, meta_step
     from talkinghead.train.trainer import build_optimizers
 
@@ -63,7 +64,8 @@ def _one_step(cfg, compile_: bool):
     if compile_:
         E, render, d_step, raw_d = (torch.compile(m) for m in (E, render, D, D))
     content = build_content_loss(cfg.loss, device)
-    nets = MetaNetworks(E, render, d_step, raw_d, opts["g"], OptimizerPair(opts["d"], opts["w"]), content)
+    nets = MetaNetworks(E, render, d_step, raw_d, opts["g"], OptimizerPair(opts["d"], opts["w"]), content,
+                        WarpGuide.for_generator(G, cfg))
     out = meta_step(batch, nets, cfg, device, disc_batches=(batch,))
     return out, D
 
