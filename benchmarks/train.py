@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from talkinghead.config import get_preset
 from talkinghead.models import build_models
+from talkinghead.models.guide import WarpGuide
 from talkinghead.train.meta import MetaNetworks, OptimizerPair, RenderFromEmbedding, meta_step
 from talkinghead.losses import build_content_loss
 from talkinghead.train.trainer import build_optimizers
@@ -67,7 +68,8 @@ def bench(preset: str, batch: int, device: torch.device, amp: bool, steps: int, 
         E, render, d_step, raw_d = (torch.compile(m) for m in (E, render, D, D))
     opts = build_optimizers(E, G, D, cfg, device)
     content = build_content_loss(cfg.loss, device)
-    nets = MetaNetworks(E, render, d_step, raw_d, opts["g"], OptimizerPair(opts["d"], opts["w"]), content)
+    nets = MetaNetworks(E, render, d_step, raw_d, opts["g"], OptimizerPair(opts["d"], opts["w"]), content,
+                        WarpGuide.for_generator(G, cfg))
     data = make_batch(cfg, batch, device)
     # the paper preset's D steps after the first score fresh episodes (same shapes, same cost)
     extra = (data,) * (cfg.train.disc_steps - 1) if cfg.train.disc_fresh_batches else ()

@@ -8,7 +8,7 @@ bundled model builds the evaluation protocol's avatar from its K shots (FF: no f
 runs differ only in the shot choice) and renders its jitter run — ``JITTER_FRAMES`` consecutive
 frames, driving landmarks One-Euro smoothed, as ``evaluate`` does — with each frame ranking the
 shots by its own landmark distances (``consecutive=False``) and by their moving average at each
-of ``--rates`` (weight on the newest frame; :data:`talkinghead.data.warp.SHOT_SMOOTHING` is what
+of ``--rates`` (weight on the newest frame; ``guide.shot_smoothing`` is what
 ``animate`` and ``live`` use). Prints, per rate, the mean jitter ratio (dlib's landmarks on the
 output, acceleration ÷ the real frames'; lower is steadier; the instrument of ``evaluate``) and
 the mean SSIM of the run's frames against the real ones (what a shot lagging the pose costs).
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from harness import jitter_clips, model, parser, protocol_samples
 
-from talkinghead.data.warp import SHOT_SMOOTHING
+from talkinghead.config import GuideConfig
 from talkinghead.eval.metrics import ssim
 from talkinghead.eval.protocol import Scorer, jitter_run
 from talkinghead.infer.avatar import Avatar
@@ -27,7 +27,7 @@ from talkinghead.infer.avatar import Avatar
 
 def main() -> None:
     ap = parser(__doc__, shots=(8, 32), checkpoint=True)
-    ap.add_argument("--rates", type=float, nargs="+", default=[SHOT_SMOOTHING])
+    ap.add_argument("--rates", type=float, nargs="+", default=[GuideConfig().shot_smoothing])
     args = ap.parse_args()
 
     checkpoint = model(args)

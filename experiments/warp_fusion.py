@@ -6,7 +6,7 @@
 For every dev video of the bundled split and every K, the evaluation protocol's shots and
 targets (:mod:`talkinghead.eval.protocol`) are taken, and each target is predicted by the
 guide alone: the ``fuse`` nearest shots warped onto its landmarks and averaged by landmark
-distance (:func:`talkinghead.data.warp.warp_guide`; ``fuse`` = 1 is the classical warp row of
+distance (:class:`talkinghead.models.guide.WarpGuide`; ``fuse`` = 1 is the classical warp row of
 ``evaluate``). Prints mean SSIM, PSNR and sharpness (output ÷ real) per (K, fuse): the gain of
 fusion alone, which the warp-guided G's figures in ``evaluate`` should be read against.
 """

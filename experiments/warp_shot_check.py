@@ -8,7 +8,7 @@ For every dev video of the bundled split, the evaluation protocol's shots and ta
 predictor (:func:`talkinghead.data.landmarks.landmark_refit_error`), and each target is predicted
 by the warp guide (``--fuse`` nearest shots, 2 as in the bundled model; 1: the classical warp)
 twice: shots picked by landmark distance alone, and with shots whose refit lands far from their
-landmarks passed over (:func:`talkinghead.data.warp.unreliable_shot_penalty`, what a warp-guided
+landmarks passed over (:meth:`talkinghead.models.guide.WarpGuide.unreliable_shot_penalty`, what a warp-guided
 avatar does). Both are scored as ``evaluate`` scores them (SSIM, PSNR, CSIM, NME, face found).
 Videos where no shot is penalised are identical by construction and only counted. ``--strip``
 draws, for the video where the check changed most targets at the first K: the real targets, the
@@ -25,7 +25,7 @@ import torch
 from harness import WarpComparison, clips, parser, protocol_samples, write_strip
 
 from talkinghead.data.landmarks import get_detector, landmark_refit_error
-from talkinghead.data.warp import unreliable_shot_penalty
+from talkinghead.models.guide import WarpGuide
 from talkinghead.eval.protocol import Scorer, classical_warp
 
 
@@ -45,7 +45,7 @@ def main() -> None:
             start = time.perf_counter()
             error = landmark_refit_error(shots.crops, shots.landmarks, detector)
             refit_seconds, refits = refit_seconds + time.perf_counter() - start, refits + len(error)
-            penalty = unreliable_shot_penalty(torch.from_numpy(error)).numpy()
+            penalty = WarpGuide().unreliable_shot_penalty(torch.from_numpy(error)).numpy()
             plain = classical_warp(shots, targets.landmarks, fuse=args.fuse)
             checked = classical_warp(shots, targets.landmarks, fuse=args.fuse, penalty=penalty)
             changed, rows = comparison.add(plain, checked, targets)

@@ -1,5 +1,7 @@
-"""Shared fixtures: a small synthetic prepared data set (no shared data needed) and the path
-of the shared real-face data when it is present."""
+"""Shared fixtures: what the package ships or makes (a synthetic prepared data set, the
+astronaut portrait, an avatar of it, a talking clip the bundled model renders, clips and frames
+made from it) and the path of the shared real-face data, for the few tests that need real
+faces: ``$TALKINGHEAD_TEST_DATA``, else ``../shared/data/faces`` beside the repository (as CI)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,14 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+SHARED_FACES = Path(os.environ.get("TALKINGHEAD_TEST_DATA")
+                    or Path(__file__).resolve().parents[2] / "shared" / "data" / "faces")
 
 
 @pytest.fixture(scope="session")
 def shared_faces() -> Path:
     if not (SHARED_FACES / "manifest.csv").is_file():
-        pytest.skip(f"shared face data not found at {SHARED_FACES}")
+        pytest.skip(f"shared face data not found at {SHARED_FACES} (set $TALKINGHEAD_TEST_DATA)")
     return SHARED_FACES
 
 
@@ -114,3 +117,36 @@ def rendered_driver(astronaut_avatar, tmp_path_factory) -> Path:
     clip = folder / "driver.mp4"
     write_video(clip, frames, 25, audio_from=tone)
     return clip
+
+
+@pytest.fixture(scope="session")
+def astronaut_png(tmp_path_factory) -> Path:
+    """scikit-image's astronaut (512 × 512, one frontal face) as a PNG file."""
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("portrait") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shipped_clips(rendered_driver, tmp_path_factory) -> dict[str, Path]:
+    """Talking clips made from :func:`rendered_driver`: ``tight`` (256 × 256, 25 fps, with audio),
+    ``wide`` (the face in a 640 × 360 frame, 30 fps, silent), ``frames`` (a folder of its first
+    30 frames as JPEGs) and ``other`` (its second half mirrored: another clip of a talking face)."""
+    from PIL import Image
+
+    from talkinghead.data.video import read_frames, write_video
+
+    folder = tmp_path_factory.mktemp("clips")
+    frames = read_frames(rendered_driver)
+    wide = np.full((len(frames), 360, 640, 3), 96, np.uint8)
+    wide[:, 52:308, 300:556] = frames
+    write_video(folder / "wide.mp4", wide, 30)
+    stills = folder / "frames"
+    stills.mkdir()
+    for t, frame in enumerate(frames[:30]):
+        Image.fromarray(frame).save(stills / f"{t:05d}.jpg", quality=95)
+    write_video(folder / "other.mp4", frames[len(frames) // 2:, :, ::-1], 25)
+    return {"tight": rendered_driver, "wide": folder / "wide.mp4", "frames": stills, "other": folder / "other.mp4"}

@@ -98,9 +98,8 @@ def test_corrupt_and_mismatched_files(synthetic_dataset, tiny_checkpoint, tmp_pa
         load_networks(load_checkpoint(tiny_checkpoint), {"G": g_small})
 
 
-def test_from_images_on_a_painting_and_errors(shared_faces, tiny_checkpoint, tmp_path):
-    avatar = Avatar.from_images([shared_faces / "images" / "mona_lisa_crop.png"], tiny_checkpoint,
-                                finetune_steps=0, progress=False)
+def test_from_images_on_a_portrait_and_errors(astronaut_png, tiny_checkpoint, tmp_path):
+    avatar = Avatar.from_images([astronaut_png], tiny_checkpoint, finetune_steps=0, progress=False)
     lm = avatar.reference_landmarks
     assert avatar.crops.shape == (1, 64, 64, 3)
     assert 8 < lm[:, 0].mean() < 56 and 8 < lm[:, 1].mean() < 56  # face centred in the crop
@@ -109,10 +108,11 @@ def test_from_images_on_a_painting_and_errors(shared_faces, tiny_checkpoint, tmp
     with pytest.raises(NoFaceError, match="wall.png"):
         Avatar.from_images([blank], tiny_checkpoint, finetune_steps=0, progress=False)
     # two faces: the largest is used, and it is said
-    big = cv2.imread(str(shared_faces / "images" / "macron.png"))
-    small = cv2.resize(cv2.imread(str(shared_faces / "images" / "taylor.png")), (128, 128))
-    canvas = np.zeros((256, 400, 3), np.uint8)
-    canvas[:, :256], canvas[64:192, 272:] = big, small
+    portrait = cv2.imread(str(astronaut_png))
+    big = cv2.resize(portrait[:300, 80:380], (256, 256), interpolation=cv2.INTER_AREA)  # head and shoulders
+    small = cv2.resize(cv2.flip(portrait[20:260, 110:350], 1), (160, 160), interpolation=cv2.INTER_AREA)  # a face
+    canvas = np.zeros((256, 432, 3), np.uint8)
+    canvas[:, :256], canvas[48:208, 264:424] = big, small
     two = tmp_path / "two.png"
     cv2.imwrite(str(two), canvas)
     from talkinghead.infer.faces import crops_from_sources
@@ -122,22 +122,22 @@ def test_from_images_on_a_painting_and_errors(shared_faces, tiny_checkpoint, tmp
     assert faces.source_box[0] < 256  # the crop is around the big face on the left
 
 
-def test_animate_cli_writes_video_with_audio(shared_faces, synthetic_dataset, tiny_checkpoint, tmp_path, capsys):
+def test_animate_cli_writes_video_with_audio(rendered_driver, synthetic_dataset, tiny_checkpoint, tmp_path, capsys):
     crops, landmarks = _shots(synthetic_dataset, 2)
     avatar_path = Avatar.from_crops(crops, landmarks, tiny_checkpoint, finetune_steps=0,
                                     progress=False).save(tmp_path / "p.avatar")
-    driving = shared_faces / "clips" / "vox_farah.mp4"
+    driving = rendered_driver  # 48 frames at 25 fps, with audio
     out = tmp_path / "out.mp4"
     rc = main(["animate", "--avatar", str(avatar_path), "--driving", str(driving), "-o", str(out),
                "--side-by-side"])
     text = capsys.readouterr()
     assert rc == 0, text.err
     # the tracking summary: every frame accounted for (this clip's face is never lost)
-    assert "tracking: 108 frames, 0 re-detected, 0 held, 0 lost" in text.out, text.out
+    assert "tracking: 48 frames, " in text.out and " 0 held, 0 lost" in text.out, text.out
     with av.open(str(out)) as c:
         v = c.streams.video[0]
         frames = sum(1 for _ in c.decode(video=0))
-        assert frames == 108 and float(v.average_rate) == pytest.approx(25.0)
+        assert frames == 48 and float(v.average_rate) == pytest.approx(25.0)
         assert v.codec_context.height == 64 and v.codec_context.width == 64 * 3
         assert len(c.streams.audio) == 1
     # puppeteering from a .npy track, no audio
@@ -197,7 +197,7 @@ def test_export_cli_sets_finetuning_defaults(tiny_checkpoint, tmp_path, capsys):
     assert rc == 2 and "model.*" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
 
 
-def test_paste_back_puts_the_face_into_the_full_image(shared_faces, tiny_checkpoint, tmp_path, capsys):
+def test_paste_back_puts_the_face_into_the_full_image(astronaut_png, tiny_checkpoint, tmp_path, capsys):
     from talkinghead.infer.driving import paste_back
 
     image = np.full((300, 400, 3), 200, np.uint8)
@@ -206,18 +206,18 @@ def test_paste_back_puts_the_face_into_the_full_image(shared_faces, tiny_checkpo
     assert out.shape == image.shape
     assert out[150, 200].max() < 20  # centre of the box: the crop
     assert (out[:40] == 200).all() and (out[:, :100] == 200).all()  # far outside: untouched
-    # through the CLI: an avatar made from a painting, pasted back into the painting
-    source = shared_faces / "images" / "mona_lisa_crop.png"
+    # through the CLI: an avatar made from a portrait, pasted back into the portrait
+    source = astronaut_png
     track = tmp_path / "track.npy"
     from talkinghead.data.synthetic import procedural_track
 
     np.save(track, procedural_track(200, frames=5))
     rc = main(["animate", "--source", str(source), "--checkpoint", str(tiny_checkpoint), "--steps", "0",
-               "--landmarks", str(track), "--paste-back", "-o", str(tmp_path / "mona.mp4")])
+               "--landmarks", str(track), "--paste-back", "-o", str(tmp_path / "pasted.mp4")])
     assert rc == 0, capsys.readouterr().err
-    with av.open(str(tmp_path / "mona.mp4")) as c:
+    with av.open(str(tmp_path / "pasted.mp4")) as c:
         v = c.streams.video[0]
-        assert (v.codec_context.width, v.codec_context.height) == (256, 256)
+        assert (v.codec_context.width, v.codec_context.height) == (512, 512)
         assert sum(1 for _ in c.decode(video=0)) == 5
 
 
@@ -298,7 +298,7 @@ def test_set_changes_finetuning_settings_but_not_the_architecture(synthetic_data
     assert avatar.config.train.finetune_jaw_drop == 0.5 and not avatar.config.train.finetune_adversarial
     loaded = Avatar.load(avatar.save(tmp_path / "a.avatar"))
     assert loaded.config.train.finetune_jaw_drop == 0.5  # the avatar records how it was made
-    with pytest.raises(TalkingHeadError, match="only train.* and loss.*"):
+    with pytest.raises(TalkingHeadError, match=r"only train\.\*, loss\.\* and guide\.\*"):
         Avatar.from_crops(crops, landmarks, tiny_checkpoint, overrides=["model.image_size=128"])
     # CLI: the bad setting is reported before any face detection, in one line
     rc = main(["finetune", str(tmp_path / "not_there.jpg"), "--checkpoint", str(tiny_checkpoint),
@@ -310,3 +310,40 @@ def test_set_changes_finetuning_settings_but_not_the_architecture(synthetic_data
     err = capsys.readouterr().err
     assert rc == 2 and "needs --source" in err and not (tmp_path / "o.mp4").exists()
     assert not (tmp_path / "b.avatar").exists()
+
+
+def test_animate_track_adapts_a_drivers_landmarks_as_the_cli_does(astronaut_avatar):
+    """A track in the driver's pixels: ``animate`` refuses it with the fix in the message;
+    ``animate_track`` maps it onto the face (smoothed, relative), as ``animate_to_video`` does."""
+    from talkinghead.infer.bundled import ASSETS
+    from talkinghead.infer.driving import DrivingTrack, smoothed
+    from talkinghead.infer.reenact import adapt_landmarks
+
+    track = np.load(ASSETS / "demo_track.npy")[:6]  # the driver's own pixels (a 512-px video)
+    assert track.max() > 1.5 * astronaut_avatar.size
+    with pytest.raises(TalkingHeadError, match="animate_track|adapt_landmarks"):
+        astronaut_avatar.animate(track, progress=False)
+    frames = astronaut_avatar.animate_track(track, progress=False)
+    expected = astronaut_avatar.animate(
+        adapt_landmarks(smoothed(DrivingTrack(track, 25.0, 0)).landmarks, astronaut_avatar.reference_landmarks),
+        progress=False)
+    size = astronaut_avatar.check_size(None)  # the default output size, as animate's
+    assert frames.shape == (6, size, size, 3)
+    np.testing.assert_array_equal(frames, expected)
+
+
+def test_landmarks_to_sketch_picks_a_size_that_holds_the_face(astronaut_avatar):
+    from talkinghead import landmarks_to_sketch
+
+    sketch = landmarks_to_sketch(astronaut_avatar.landmarks[0])
+    assert sketch.shape == (astronaut_avatar.size, astronaut_avatar.size, 3) and sketch.any()
+    np.testing.assert_array_equal(sketch, landmarks_to_sketch(astronaut_avatar.landmarks[0], astronaut_avatar.size))
+
+
+def test_finetune_summary_says_shot_and_explains_a_rising_loss():
+    from talkinghead.commands.finetune import describe_finetuning
+
+    assert describe_finetuning(1, []).startswith("1 shot, feed-forward")
+    rising = describe_finetuning(1, [0.9] * 5 + [1.1] * 5)
+    assert rising.startswith("1 shot, 10 steps, content loss 0.900 -> 1.100") and "it can rise" in rising
+    assert "rise" not in describe_finetuning(8, [1.0, 0.5]) and "8 shots" in describe_finetuning(8, [1.0, 0.5])

@@ -16,10 +16,9 @@ import torch
 
 from talkinghead.config import get_preset
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (CUDA tier)"),
-]
+if not torch.cuda.is_available():  # one skip for the whole tier, not one per test
+    pytest.skip("no CUDA GPU on this machine (CUDA tier)", allow_module_level=True)
+pytestmark = pytest.mark.cuda
 
 
 def test_spectral_norm_sigma_is_fp32_under_cuda_autocast():
@@ -40,8 +39,9 @@ def test_spectral_norm_sigma_is_fp32_under_cuda_autocast():
 def _one_step(cfg, compile_: bool):
     from torch.utils.data import default_collate
 
-    from talkinghead.models import build_models
     from talkinghead.losses import build_content_loss
+    from talkinghead.models import build_models
+    from talkinghead.models.guide import WarpGuide
     from talkinghead.train.meta import MetaNetworks, OptimizerPair, RenderFromEmbedding, meta_step
     from talkinghead.train.trainer import build_optimizers
 
@@ -63,7 +63,8 @@ def _one_step(cfg, compile_: bool):
     if compile_:
         E, render, d_step, raw_d = (torch.compile(m) for m in (E, render, D, D))
     content = build_content_loss(cfg.loss, device)
-    nets = MetaNetworks(E, render, d_step, raw_d, opts["g"], OptimizerPair(opts["d"], opts["w"]), content)
+    nets = MetaNetworks(E, render, d_step, raw_d, opts["g"], OptimizerPair(opts["d"], opts["w"]), content,
+                        WarpGuide.for_generator(G, cfg))
     out = meta_step(batch, nets, cfg, device, disc_batches=(batch,))
     return out, D
 

@@ -136,12 +136,11 @@ def test_high_resolution_shots_survive_save_and_load_and_old_files_load(guided_a
     assert again.animate(marks, progress=False, size=128).shape == (2, 128, 128, 3)
 
 
-def test_from_images_keeps_shots_at_the_face_resolution(shared_faces, guided_checkpoint):
-    """Einstein's portrait is 374×500 (not square); his face's crop square is about 240 px."""
-    avatar = Avatar.from_images(shared_faces / "images" / "einstein.jpg", guided_checkpoint, finetune_steps=0,
-                                progress=False)
+def test_from_images_keeps_shots_at_the_face_resolution(astronaut_png, guided_checkpoint):
+    """The astronaut's portrait is 512×512; her face's crop square is about 170 px, above the network's 64."""
+    avatar = Avatar.from_images(astronaut_png, guided_checkpoint, finetune_steps=0, progress=False)
     side = avatar.crops_hi.shape[1]
-    assert 200 < side < 300 and avatar.output_size in (side, side - 1) and avatar.crops.shape[1] == 64
+    assert 140 < side < 200 and avatar.output_size in (side, side - 1) and avatar.crops.shape[1] == 64
     frames = avatar.animate(avatar.landmarks, progress=False)
     assert frames.shape == (1, avatar.output_size, avatar.output_size, 3) and avatar.output_size % 2 == 0
 
@@ -240,10 +239,10 @@ def test_at_the_network_size_the_output_is_the_plain_renderers(guided_avatar):
     assert torch.allclose(guided_avatar.render_at(sketches, marks, 64), plain, atol=1e-5)
 
 
-def test_live_cli_records_at_the_size(guided_avatar, shared_faces, tmp_path, capsys):
+def test_live_cli_records_at_the_size(guided_avatar, rendered_driver, tmp_path, capsys):
     path = guided_avatar.save(tmp_path / "a.avatar")
     out = tmp_path / "live.mp4"
-    rc = main(["live", "--avatar", str(path), "--video", str(shared_faces / "clips" / "vox_farah.mp4"),
+    rc = main(["live", "--avatar", str(path), "--video", str(rendered_driver),
                "--no-window", "--as-fast-as-possible", "--max-frames", "6", "--size", "96", "-o", str(out)])
     assert rc == 0, capsys.readouterr().err
     with av.open(str(out)) as c:

@@ -11,10 +11,10 @@ from talkinghead.train.meta import train_meta
 
 
 @pytest.fixture(scope="module")
-def real_dev_data(shared_faces, tmp_path_factory):
+def real_dev_data(rendered_driver, tmp_path_factory):
+    """A held-out clip: the bundled model's talking astronaut (48 frames), prepared at 64 px."""
     out = tmp_path_factory.mktemp("dev64")
-    rc = main(["prepare", str(shared_faces / "clips" / "vox_farah.mp4"), "--out", str(out), "--size", "64",
-               "--max-frames", "60"])
+    rc = main(["prepare", str(rendered_driver), "--out", str(out), "--size", "64", "--max-frames", "60"])
     assert rc == 0
     return out
 
@@ -23,7 +23,7 @@ def test_evaluate_writes_table_csv_grid_and_resumes(real_dev_data, synthetic_dat
     cfg = get_preset("tiny").override(["train.steps=2"])
     ckpt = train_meta(synthetic_dataset, tmp_path / "meta", cfg, progress=False)
     split = tmp_path / "heldout.txt"
-    split.write_text("vox_farah\n")
+    split.write_text("driver\n")
     report = tmp_path / "report"
     args = ["evaluate", "--checkpoint", str(ckpt), "--data", str(real_dev_data), "--split-file", str(split),
             "--shots", "1", "4", "--targets", "3", "--steps", "2", "-o", str(report)]
@@ -71,27 +71,7 @@ def test_evaluate_reports_unusable_videos(real_dev_data, synthetic_dataset, tmp_
     ckpt = train_meta(synthetic_dataset, tmp_path / "meta", get_preset("tiny").override(["train.steps=1"]),
                       progress=False)
     split = tmp_path / "heldout.txt"
-    split.write_text("vox_farah\n")
+    split.write_text("driver\n")
     rc = main(["evaluate", "--checkpoint", str(ckpt), "--data", str(real_dev_data), "--split-file", str(split),
                "--shots", "500", "-o", str(tmp_path / "r")])
     assert rc == 2 and "too few for K=500" in capsys.readouterr().err
-
-
-def test_jitter_videos_keep_long_enough_videos_and_draw_or_name_them(tmp_path):
-    from conftest import make_synthetic_dataset
-
-    from talkinghead.errors import TalkingHeadError
-    from talkinghead.eval.protocol import JITTER_FRAMES, jitter_videos
-
-    need = 2 * JITTER_FRAMES + 12
-    long_root = make_synthetic_dataset(tmp_path / "long", videos=3, frames=need, size=32)
-    short_root = make_synthetic_dataset(tmp_path / "short", videos=2, frames=need - 1, size=32)
-    people = ["person0", "person1", "person2"]
-    assert jitter_videos(short_root, people[:2]) == []  # one frame short of a jitter run
-    everyone = jitter_videos(long_root, people)
-    assert sorted(v.identity for v in everyone) == people
-    drawn = jitter_videos(long_root, people, count=2)
-    assert len(drawn) == 2 and [v.key for v in drawn] == [v.key for v in jitter_videos(long_root, people, count=2)]
-    assert [v.key for v in jitter_videos(long_root, people, key=everyone[1].key)] == [everyone[1].key]
-    with pytest.raises(TalkingHeadError, match="no video 'nobody/clip'"):
-        jitter_videos(long_root, people, key="nobody/clip")

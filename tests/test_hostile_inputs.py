@@ -24,8 +24,6 @@ from talkinghead.data.video import iter_frames, probe_video, read_frames, read_i
 from talkinghead.errors import NoFaceError, TalkingHeadError
 from talkinghead.infer.bundled import BUNDLED_CHECKPOINT
 
-IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "images"
-
 
 def _one_line_error(err: str) -> str:
     lines = [line for line in err.strip().splitlines() if line.strip()]
@@ -50,11 +48,9 @@ def _no_leftovers(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def portrait(tmp_path_factory) -> Path:
-    path = IMAGES / "taylor.png"
-    if not path.is_file():
-        pytest.skip("shared face images not found")
-    return path
+def portrait(astronaut_png) -> Path:
+    """One frontal face (scikit-image's astronaut)."""
+    return astronaut_png
 
 
 @pytest.fixture(scope="module")
@@ -505,18 +501,6 @@ def test_profile_source_is_warned_about_and_frontal_is_not(portrait):
     assert not any("profile" in note for note in crops_from_sources([mirrored], 128, progress=False).notes)
 
 
-def test_real_profile_frame_is_warned_about(shared_faces):
-    from talkinghead.data.video import iter_frames
-    from talkinghead.infer.faces import crops_from_sources
-
-    def notes(clip):
-        first = next(iter_frames(shared_faces / "clips" / clip, max_frames=1))
-        return crops_from_sources([first], 128, progress=False).notes
-
-    assert any("in profile" in note for note in notes("vox_aldridge_a.mp4"))  # the dev split's profile shot
-    assert not any("in profile" in note for note in notes("aoc_a.mp4"))
-
-
 def test_python_api_uses_the_bundled_model_by_default(portrait):
     from talkinghead.infer.avatar import Avatar
 
@@ -747,10 +731,10 @@ def test_app_refuses_a_checkpoint_with_a_bad_step(tmp_path, start_process):
 
 # -- rows 20-21: prepare with a looping link, and on a full disk -------------------------------------------
 
-def test_prepare_skips_a_link_to_itself_and_goes_on(shared_faces, tmp_path, capsys):
+def test_prepare_skips_a_link_to_itself_and_goes_on(rendered_driver, tmp_path, capsys):
     folder = tmp_path / "videos"
     folder.mkdir()
-    (folder / "talk.mp4").symlink_to(shared_faces / "clips" / "aoc_a.mp4")
+    (folder / "talk.mp4").symlink_to(rendered_driver)
     (folder / "loop.mp4").symlink_to("loop.mp4")  # a link to itself
     (folder / "again").symlink_to(".", target_is_directory=True)  # a folder link to its own folder
     out = tmp_path / "data"
@@ -768,7 +752,7 @@ def _full_disk_oserror(path):
 
 @pytest.mark.parametrize("fail", [_full_disk_oserror, _enospc_safetensors], ids=["OSError", "SafetensorError"])
 @pytest.mark.parametrize("existing", [False, True], ids=["new folder", "existing folder"])
-def test_prepare_on_a_full_disk_is_exit_2_and_leaves_nothing(fail, existing, shared_faces, tmp_path, monkeypatch,
+def test_prepare_on_a_full_disk_is_exit_2_and_leaves_nothing(fail, existing, shipped_clips, tmp_path, monkeypatch,
                                                              capsys):
     import talkinghead.data.store as store
 
@@ -780,8 +764,7 @@ def test_prepare_on_a_full_disk_is_exit_2_and_leaves_nothing(fail, existing, sha
     out = tmp_path / "data"
     if existing:
         out.mkdir()
-    clips = shared_faces / "clips"
-    rc = main(["prepare", str(clips / "aoc_a.mp4"), str(clips / "aoc_b.mp4"), "--out", str(out), "--size", "64",
+    rc = main(["prepare", str(shipped_clips["tight"]), str(shipped_clips["other"]), "--out", str(out), "--size", "64",
                "--workers", "1", "--max-frames", "2"])
     err = capsys.readouterr().err
     line = _one_line_error(err[err.index("error: "):])  # after the progress bar

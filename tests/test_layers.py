@@ -121,7 +121,7 @@ def test_the_checks_catch_what_they_forbid(tmp_path):
     (package / "infer").mkdir(parents=True)
     (package / "eval").mkdir()
     probe = package / "infer" / "probe.py"
-    probe.write_text("import numpy\nfrom talkinghead.data.warp import warp_guide\n"
+    probe.write_text("import numpy\nfrom talkinghead.data.warp import warp_image\n"
                      "from talkinghead.eval.metrics import nme\nfrom ..train import steps\n"
                      "from .avatar import _private_helper\n")
     (package / "eval" / "probe.py").write_text("from talkinghead.infer.avatar import _with_overrides\n"

@@ -15,12 +15,16 @@ import pytest
 from talkinghead.cli import main
 from talkinghead.infer.live import LatestSlot, LiveDriver, LivePipeline
 
-DRIVER_CLIP = "clips/eamm_disgusted.mp4"  # 256×256, 25 fps, one talking face, with audio
-
-
 @pytest.fixture(scope="module")
-def driver_clip(shared_faces):
-    return shared_faces / DRIVER_CLIP
+def driver_clip(rendered_driver, tmp_path_factory):
+    """256×256, 25 fps, one talking face (the bundled model's astronaut), with audio: the
+    rendered clip played forwards then backwards (96 frames, long enough for the real-time runs)."""
+    from talkinghead.data.video import read_frames, write_video
+
+    frames = read_frames(rendered_driver)
+    path = tmp_path_factory.mktemp("driver") / "talking.mp4"
+    write_video(path, np.concatenate([frames, frames[::-1]]), 25, audio_from=rendered_driver)
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,13 @@ def _rgb(path):
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
-def test_ssim_psnr_equal_scikit_image(shared_faces):
+def test_ssim_psnr_equal_scikit_image():
+    from skimage import data
+
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
-    real = _rgb(shared_faces / "images" / "einstein.jpg")  # 375 x 500, not square
+    real = np.ascontiguousarray(data.astronaut()[60:435])  # 375 x 512, not square
     _, jpeg = cv2.imencode(".jpg", real, [cv2.IMWRITE_JPEG_QUALITY, 20])
     pairs = [(a, b), (a, rng.integers(0, 256, a.shape, dtype=np.uint8)),
              (real, cv2.GaussianBlur(real, (5, 5), 0)), (real, cv2.imdecode(jpeg, cv2.IMREAD_COLOR)),
@@ -77,37 +79,48 @@ def test_nme_known_values():
         nme(ref[:10], ref[:10])
 
 
-def test_csim_same_image_same_person_different_people(shared_faces):
+def test_csim_same_image_and_same_person(astronaut_png, rendered_driver):
     from talkinghead.data.landmarks import detect_largest_face
+    from talkinghead.data.video import read_frames
+    from talkinghead.eval.identity import FaceIdentity
+
+    ident = FaceIdentity()
+    portrait = _rgb(astronaut_png)
+    emb = ident.embed(portrait)
+    assert emb.shape == (128,) and emb.dtype == np.float32 and np.linalg.norm(emb) == pytest.approx(1, abs=1e-5)
+    assert ident.csim(portrait, portrait) == pytest.approx(1.0, abs=1e-5)
+    # Same person, another pose and expression: first vs last frame of a talking clip. dlib's
+    # "same person" rule (distance 0.6) is a cosine of ~0.92.
+    frames = read_frames(rendered_driver)
+    same_person = ident.csim(frames[0], frames[-1])
+    assert same_person > 0.92, same_person
+    # Given landmarks are used instead of detection (same landmarks → same embedding).
+    lm, _, _ = detect_largest_face(frames[0], ident._detector)
+    assert ident.csim(frames[0], frames[-1], landmarks_a=lm) == pytest.approx(same_person, abs=1e-5)
+    blank = np.full((100, 100, 3), 127, np.uint8)
+    assert ident.embed(blank) is None and np.isnan(ident.csim(portrait, blank))
+    assert np.isnan(ident.csim(frames[0], frames[1], landmarks_a=np.full((68, 2), np.nan)))
+
+
+def test_csim_tells_different_people_apart(shared_faces):
     from talkinghead.data.video import read_frames
     from talkinghead.eval.identity import FaceIdentity
 
     ident = FaceIdentity()
     einstein = _rgb(shared_faces / "images" / "einstein.jpg")
     taylor = _rgb(shared_faces / "images" / "taylor.png")
-    emb = ident.embed(einstein)
-    assert emb.shape == (128,) and emb.dtype == np.float32 and np.linalg.norm(emb) == pytest.approx(1, abs=1e-5)
-    assert ident.csim(einstein, einstein) == pytest.approx(1.0, abs=1e-5)
-    # Measured: 0.749. dlib's "same person" rule (distance 0.6) is a cosine of ~0.92.
     different = ident.csim(einstein, taylor)
-    # Same person, head turned: first vs last frame of a clip (measured: 0.971).
     frames = read_frames(shared_faces / "clips" / "vox_oliver.mp4", max_frames=130)
-    same_person = ident.csim(frames[0], frames[-1])
+    same_person = ident.csim(frames[0], frames[-1])  # head turned
     assert different < 0.85, different
-    assert same_person > 0.92 and same_person > different + 0.1, (same_person, different)
-    # Given landmarks are used instead of detection (same landmarks → same embedding).
-    lm, _, _ = detect_largest_face(frames[0], ident._detector)
-    assert ident.csim(frames[0], frames[-1], landmarks_a=lm) == pytest.approx(same_person, abs=1e-5)
-    blank = np.full((100, 100, 3), 127, np.uint8)
-    assert ident.embed(blank) is None and np.isnan(ident.csim(einstein, blank))
-    assert np.isnan(ident.csim(frames[0], frames[1], landmarks_a=np.full((68, 2), np.nan)))
+    assert same_person > different + 0.1, (same_person, different)
 
 
-def test_landmarks_and_face_rate_on_real_and_blank_images(shared_faces):
+def test_landmarks_and_face_rate_on_real_and_blank_images(astronaut_png):
     from talkinghead.data.landmarks import detect_largest_face, get_detector
 
     det = get_detector("dlib")
-    face = cv2.resize(_rgb(shared_faces / "images" / "vox_federer.jpg"), (128, 128))
+    face = cv2.resize(_rgb(astronaut_png)[:400, 56:456], (128, 128), interpolation=cv2.INTER_AREA)
     truth, _, _ = detect_largest_face(face, det)
     blank = np.full_like(face, 90)
     found_lm, found = detect_landmarks_on_images(np.stack([face, blank]), np.stack([truth, truth]), det)
@@ -169,15 +182,16 @@ def test_split_files(tmp_path):
         load_split(tmp_path / "nope.txt")
 
 
-def test_landmarks_on_small_frames_are_found_on_an_enlarged_copy(shared_faces):
+def test_landmarks_on_small_frames_are_found_on_an_enlarged_copy(astronaut_png, rendered_driver):
     """On 128 px frames the enlarged measurement is closer to the landmarks found at full
     resolution, and mapped back without a shift (pixel centres, not corners)."""
     from talkinghead.data.landmarks import detect_largest_face, get_detector
+    from talkinghead.data.video import read_frames
 
     det = get_detector("dlib")
     plain_err, big_err, shift = [], [], []
-    for name in ("vox_federer.jpg", "vox_dicaprio.jpg", "macron.png", "taylor.png"):
-        image = _rgb(shared_faces / "images" / name)
+    portrait, rendered = _rgb(astronaut_png), read_frames(rendered_driver)
+    for image in (portrait, np.ascontiguousarray(portrait[:, ::-1]), rendered[0], rendered[-1]):
         full, _, _ = detect_largest_face(image, det)
         centre = (full.min(0) + full.max(0)) / 2
         scale = 128 / (1.8 * (full.max(0) - full.min(0)).max())

@@ -44,24 +44,24 @@ def test_distrust_grows_with_the_excess_opening_inside_the_mouth_only():
 
 
 def test_a_closed_target_mouth_leaves_the_guide_untouched():
-    from talkinghead.data.warp import warp_guide
+    from talkinghead.models.guide import WarpGuide
 
     shots = torch.rand(1, 2, 3, SIZE, SIZE) * 2 - 1
     marks = torch.cat([face(0.0), face(12.0)])[None]  # (1, K=2, 68, 2): a closed and an open shot
     target = face(0.0)
-    on = warp_guide(shots, marks, target, fuse=2)
-    off = warp_guide(shots, marks, target, fuse=2, mouth=MouthConfig(guide_distrust=False))
+    on = WarpGuide(fuse=2)(shots, marks, target)
+    off = WarpGuide(fuse=2, mouth=MouthConfig(guide_distrust=False))(shots, marks, target)
     assert torch.equal(on, off)
     assert float(guide_distrust(face(0.0), target, SIZE).max()) == 0.0
 
 
 def test_an_open_target_lowers_the_guides_trust_between_the_lips():
-    from talkinghead.data.warp import warp_guide
+    from talkinghead.models.guide import WarpGuide
 
     shots = torch.rand(1, 1, 3, SIZE, SIZE) * 2 - 1
     target = face(14.0)
-    on = warp_guide(shots, face(0.0)[None], target)
-    off = warp_guide(shots, face(0.0)[None], target, mouth=MouthConfig(guide_distrust=False))
+    on = WarpGuide()(shots, face(0.0)[None], target)
+    off = WarpGuide(mouth=MouthConfig(guide_distrust=False))(shots, face(0.0)[None], target)
     inside = inner_lip_mask(target, SIZE, feather=0)[0, 0] > 0
     near = inner_lip_mask(target, SIZE)[0, 0] > 0  # with the feathered edge
     assert float(on[0, 3][inside].mean()) < 0.1 < float(off[0, 3][inside].mean())

@@ -42,11 +42,11 @@ def test_turned_head_track_stays_on_the_face_a_fresh_detection_sees(detector, da
     assert stats["detections"] < 0.3 * len(dafoe_frames), stats  # and still a tracker
 
 
-def test_a_corrupted_track_is_caught_and_redetected_within_the_check_interval(detector, shared_faces):
+def test_a_corrupted_track_is_caught_and_redetected_within_the_check_interval(detector, rendered_driver):
     from talkinghead.data.landmarks import landmark_extent
     from talkinghead.data.video import read_frames
 
-    frames = read_frames(shared_faces / "clips" / "lp_s32.mp4", max_frames=40)
+    frames = read_frames(rendered_driver, max_frames=40)
     tracker = FaceTracker(detector, verify_every=12)
     for frame in frames[:20]:
         good = tracker(frame)
@@ -66,12 +66,12 @@ def test_a_corrupted_track_is_caught_and_redetected_within_the_check_interval(de
     assert tracker.stats["redetected"] >= 1
 
 
-def test_live_and_batch_track_the_same_landmarks(detector, shared_faces):
+def test_live_and_batch_track_the_same_landmarks(detector, rendered_driver):
     from talkinghead.data.tracking import track_landmarks
     from talkinghead.data.video import read_frames
     from talkinghead.infer.live import LiveDriver
 
-    frames = read_frames(shared_faces / "clips" / "dafoe.mp4", max_frames=30)
+    frames = read_frames(rendered_driver, max_frames=30)
     blank = np.full_like(frames[0], 40)
     frames = list(frames[:12]) + [blank] * 3 + list(frames[12:])  # a lost stretch in between
     batch, valid, _ = track_landmarks(frames, detector, redetect_every=3)

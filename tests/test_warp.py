@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.data import warp
+from talkinghead.config import GuideConfig
+from talkinghead.data import augment, warp
+from talkinghead.models import guide
+from talkinghead.models.guide import WarpGuide
 from talkinghead.data.landmarks import MIRROR_68, mirror_landmarks, nose_position
 from talkinghead.data.synthetic import turned_to_profile
 from talkinghead.errors import TalkingHeadError
@@ -173,21 +176,31 @@ def test_ordinary_faces_and_opening_mouths_are_never_mirrored():
     assert (mirrored - mirrored.mean(1, keepdim=True) - centred).abs().max() < 0.06 * size  # the mean face is near-symmetric
 
 
-def test_real_profile_shot_warps_to_faces_dlib_finds(shared_faces):
-    """vox_aldridge_a starts in profile (the dev split's one-shot source); warped onto its later
-    three-quarter frames without the fill the nose smears over the far cheek and dlib loses the face."""
-    from talkinghead.data.landmarks import get_detector
+def test_real_profile_shot_is_flagged_and_its_warp_filled(shared_faces):
+    """vox_aldridge_a starts in profile (the dev split's one-shot source). Its first frames are
+    near-profiles: a crop of one is warned about, and dlib's frontal shape model guesses the hidden
+    eye, so a refit lands elsewhere (its three-quarter frames refit to ~0.01) and the guide passes
+    over it. Warped onto the later three-quarter frames without the symmetric fill the nose smears
+    over the far cheek and dlib loses the face. (One test: one real clip, decoded once.)"""
+    from talkinghead.data.landmarks import get_detector, landmark_refit_error
     from talkinghead.data.sketch import image_to_tensor, tensor_to_image
     from talkinghead.data.video import iter_frames
     from talkinghead.eval.metrics import detect_landmarks_on_images
     from talkinghead.infer.faces import crops_from_sources
 
     frames = list(iter_frames(shared_faces / "clips" / "vox_aldridge_a.mp4", max_frames=126))
+    detector = get_detector("dlib")
+    assert any("in profile" in note for note in crops_from_sources([frames[0]], 128, progress=False).notes)
+    faces = crops_from_sources([frames[i] for i in (0, 24, 72, 84)], 128, progress=False)
+    error = landmark_refit_error(faces.crops, faces.landmarks, detector)
+    assert (error[:2] > 0.2).all() and (error[2:] < 0.03).all(), error
+    penalty = WarpGuide().unreliable_shot_penalty(torch.from_numpy(error))
+    assert (penalty[:2] > 0.01).all() and (penalty[2:] == 0).all()
+
     faces = crops_from_sources([frames[i] for i in (0, 68, 76, 84, 116)], 128, progress=False)
     image = image_to_tensor(faces.crops[0])[None].expand(4, -1, -1, -1)
     source = torch.tensor(faces.landmarks[:1], dtype=torch.float32).expand(4, -1, -1)
     target = torch.tensor(faces.landmarks[1:], dtype=torch.float32)
-    detector = get_detector("dlib")
     found = {}
     for fill in (False, True):
         warped = tensor_to_image(warp.warp_image(image, source, target, symmetric_fill=fill)[0])
@@ -222,8 +235,8 @@ def test_nearest_shot_ignores_position_and_scale_and_can_exclude():
     opened = _move(base[None], angle_deg=0, scale=1.0, shift=(0.0, 0.0), jaw=6.0)[0]
     shots = torch.stack([base, opened])[None].repeat(2, 1, 1, 1)  # (2, K=2, 68, 2)
     target = torch.stack([opened * 1.3 + 7, base - 3])  # scaled/shifted copies
-    assert warp.nearest_shot(shots, target).tolist() == [1, 0]
-    assert warp.nearest_shot(shots, target, exclude=torch.tensor([1, 0])).tolist() == [0, 1]
+    assert guide.nearest_shot(shots, target).tolist() == [1, 0]
+    assert guide.nearest_shot(shots, target, exclude=torch.tensor([1, 0])).tolist() == [0, 1]
 
 
 def test_fused_guide_weights_shots_by_landmark_distance():
@@ -237,19 +250,19 @@ def test_fused_guide_weights_shots_by_landmark_distance():
     def single(i):
         return torch.cat(warp.warp_image(images[i:i + 1], marks[i:i + 1], base[None]), dim=1)
 
-    one = warp.warp_guide(shots, shot_marks, base[None], fuse=1)
+    one = WarpGuide()(shots, shot_marks, base[None], fuse=1)
     assert torch.allclose(one, single(0), atol=1e-5)  # fuse=1: the nearest shot alone
     # Two shots at distance 0 share the weight equally; the far one (open jaw) gets ~none.
-    both = warp.warp_guide(shots, shot_marks, base[None], fuse=3)
+    both = WarpGuide()(shots, shot_marks, base[None], fuse=3)
     assert torch.allclose(both, (single(0) + single(2)) / 2, atol=1e-4)
     # Excluding shot 0 leaves shot 2 nearest: fuse=2 then mixes in shot 1 by its distance only.
-    excluded = warp.warp_guide(shots, shot_marks, base[None], exclude=torch.tensor([0]), fuse=2)
-    gap = (warp.normalised_landmarks(opened) - warp.normalised_landmarks(base)).abs().mean()
-    w1 = torch.sigmoid(-gap / warp.FUSION_TEMPERATURE)  # softmax of two = sigmoid of the gap
+    excluded = WarpGuide()(shots, shot_marks, base[None], exclude=torch.tensor([0]), fuse=2)
+    gap = (guide.normalised_landmarks(opened) - guide.normalised_landmarks(base)).abs().mean()
+    w1 = torch.sigmoid(-gap / GuideConfig().fusion_temperature)  # softmax of two = sigmoid of the gap
     assert 0.0 < w1 < 0.5
     assert torch.allclose(excluded, (1 - w1) * single(2) + w1 * single(1), atol=1e-4)
     # K smaller than fuse, and K = 1 with exclusion (ignored): still one valid guide.
-    lone = warp.warp_guide(shots[:, :1], shot_marks[:, :1], base[None], exclude=torch.tensor([0]), fuse=2)
+    lone = WarpGuide()(shots[:, :1], shot_marks[:, :1], base[None], exclude=torch.tensor([0]), fuse=2)
     assert torch.allclose(lone, single(0), atol=1e-5)
 
 
@@ -259,44 +272,44 @@ def test_unreliable_shots_are_passed_over_unless_clearly_nearer():
     opened = _move(base[None], angle_deg=0, scale=1.0, shift=(0.0, 0.0), jaw=6.0)[0]
     images = torch.rand(2, 3, size, size) * 2 - 1
     shots, marks = images[None], torch.stack([base, opened])[None]  # shot 0 matches the target
-    gap = float((warp.normalised_landmarks(opened) - warp.normalised_landmarks(base)).abs().mean())
+    gap = float((guide.normalised_landmarks(opened) - guide.normalised_landmarks(base)).abs().mean())
     # Refit errors at or below the threshold cost nothing; above it, the excess × the weight.
-    errors = torch.tensor([0.0, warp.UNRELIABLE_LANDMARKS, warp.UNRELIABLE_LANDMARKS + 0.2])
-    assert torch.allclose(warp.unreliable_shot_penalty(errors), torch.tensor([0.0, 0.0, 0.2 * warp.UNRELIABLE_SHOT_WEIGHT]))
-    plain = warp.warp_guide(shots, marks, base[None])
-    assert torch.equal(warp.warp_guide(shots, marks, base[None], penalty=torch.zeros(1, 2)), plain)
-    assert warp.nearest_shot(marks, base[None], penalty=torch.tensor([[gap * 0.5, 0.0]])).item() == 0
-    assert warp.nearest_shot(marks, base[None], penalty=torch.tensor([[gap * 1.5, 0.0]])).item() == 1
-    moved = warp.warp_guide(shots, marks, base[None], penalty=torch.tensor([[gap * 1.5, 0.0]]))
+    errors = torch.tensor([0.0, GuideConfig().unreliable_landmarks, GuideConfig().unreliable_landmarks + 0.2])
+    assert torch.allclose(WarpGuide().unreliable_shot_penalty(errors), torch.tensor([0.0, 0.0, 0.2 * GuideConfig().unreliable_shot_weight]))
+    plain = WarpGuide()(shots, marks, base[None])
+    assert torch.equal(WarpGuide()(shots, marks, base[None], penalty=torch.zeros(1, 2)), plain)
+    assert guide.nearest_shot(marks, base[None], penalty=torch.tensor([[gap * 0.5, 0.0]])).item() == 0
+    assert guide.nearest_shot(marks, base[None], penalty=torch.tensor([[gap * 1.5, 0.0]])).item() == 1
+    moved = WarpGuide()(shots, marks, base[None], penalty=torch.tensor([[gap * 1.5, 0.0]]))
     assert torch.allclose(moved, torch.cat(warp.warp_image(images[1:], marks[0, 1:], base[None]), dim=1), atol=1e-5)
 
 
 
 def test_hidden_mouth_penalty_counts_only_a_clips_outliers_and_allows_for_a_turned_head():
     marks = _template(64).repeat(8, 1, 1)  # (8, 68, 2), about facing the camera
-    assert (np.abs(nose_position(marks.numpy()) - 0.5) < warp.HIDDEN_MOUTH_YAW_FREE).all()
+    assert (np.abs(nose_position(marks.numpy()) - 0.5) < GuideConfig().hidden_mouth_yaw_free).all()
     spread = torch.full((8,), 0.006)
-    assert torch.equal(warp.hidden_mouth_penalty(spread, marks), torch.zeros(8))
+    assert torch.equal(WarpGuide().hidden_mouth_penalty(spread, marks), torch.zeros(8))
     # One loose mouth among tight ones: the excess over the absolute threshold, times the weight.
     spread[3] = 0.04
     expected = torch.zeros(8)
-    expected[3] = warp.HIDDEN_MOUTH_WEIGHT * (0.04 - warp.HIDDEN_MOUTH_SPREAD)
-    assert torch.allclose(warp.hidden_mouth_penalty(spread, marks), expected)
+    expected[3] = GuideConfig().hidden_mouth_weight * (0.04 - GuideConfig().hidden_mouth_spread)
+    assert torch.allclose(WarpGuide().hidden_mouth_penalty(spread, marks), expected)
     # A soft video loosens every mouth: the same shot is no outlier among shots twice as loose as its threshold.
-    assert torch.equal(warp.hidden_mouth_penalty(torch.full((8,), 0.025).index_fill(0, torch.tensor([3]), 0.04),
+    assert torch.equal(WarpGuide().hidden_mouth_penalty(torch.full((8,), 0.025).index_fill(0, torch.tensor([3]), 0.04),
                                                  marks), torch.zeros(8))
     # A turned head (nose a third of the way off the middle) is allowed a looser mouth.
     turned = marks.clone()
     turned[3, 27:36, 0] += 0.3 * (turned[3, 16, 0] - turned[3, 0, 0])
     assert nose_position(turned.numpy())[3] - 0.5 > 0.25
-    assert torch.equal(warp.hidden_mouth_penalty(spread, turned), torch.zeros(8))
+    assert torch.equal(WarpGuide().hidden_mouth_penalty(spread, turned), torch.zeros(8))
     # One shot: nothing to choose between.
-    assert torch.equal(warp.hidden_mouth_penalty(spread[3:4], marks[3:4]), torch.zeros(1))
+    assert torch.equal(WarpGuide().hidden_mouth_penalty(spread[3:4], marks[3:4]), torch.zeros(1))
     # Degenerate landmarks (none, or the jaw's ends on one point) give no yaw: no penalty, never NaN.
     broken = marks.clone()
     broken[1] = float("nan")
     broken[2, 16] = broken[2, 0]
-    penalty = warp.hidden_mouth_penalty(torch.full((8,), 0.04).index_fill(0, torch.arange(3, 8), 0.006), broken)
+    penalty = WarpGuide().hidden_mouth_penalty(torch.full((8,), 0.04).index_fill(0, torch.arange(3, 8), 0.006), broken)
     assert torch.isfinite(penalty).all() and penalty[1] == 0 and penalty[2] == 0, penalty
 
 
@@ -312,7 +325,7 @@ def test_mouth_fit_spread_flags_a_hand_over_the_mouth(shared_faces):
     faces = crops_from_sources([frames[i] for i in (30, 38, 99, 106)], 128, progress=False)
     spread = mouth_fit_spread(faces.crops, faces.landmarks, get_detector("dlib"))
     assert (spread[:2] < 0.01).all() and (spread[2:] > 0.03).all(), spread
-    penalty = warp.hidden_mouth_penalty(torch.from_numpy(spread), torch.from_numpy(faces.landmarks))
+    penalty = WarpGuide().hidden_mouth_penalty(torch.from_numpy(spread), torch.from_numpy(faces.landmarks))
     assert (penalty[:2] == 0).all() and (penalty[2:] > 0.005).all(), penalty
 
 def test_pasted_occluders_cover_the_face_with_the_donor_and_nothing_else():
@@ -320,9 +333,9 @@ def test_pasted_occluders_cover_the_face_with_the_donor_and_nothing_else():
     marks = _template(size).repeat(4, 1, 1)  # (4, 68, 2)
     guide = torch.rand(4, 4, size, size) * 2 - 1
     donors = torch.full((4, 3, size, size), 0.5)
-    assert torch.equal(warp.paste_occluders(guide, donors, marks, 0.0), guide)
+    assert torch.equal(augment.paste_occluders(guide, donors, marks, 0.0), guide)
     torch.manual_seed(0)
-    out = warp.paste_occluders(guide, donors, marks, 1.0)
+    out = augment.paste_occluders(guide, donors, marks, 1.0)
     assert torch.equal(out[:, 3], guide[:, 3])  # the trust mask still claims a valid warp
     changed = (out[:, :3] != guide[:, :3]).any(dim=1)  # (4, S, S)
     face = warp.head_mask(marks, size) > 0  # (4, S, S)
@@ -337,7 +350,7 @@ def test_pasted_occluders_cover_the_face_with_the_donor_and_nothing_else():
         reach = torch.hypot(xs.float() + 0.5 - centre[0], ys.float() + 0.5 - centre[1]).max()
         assert reach < 2.5 * eye_distance  # over the face, not the background
     torch.manual_seed(0)
-    half = warp.paste_occluders(guide.repeat(50, 1, 1, 1), donors.repeat(50, 1, 1, 1), marks.repeat(50, 1, 1), 0.5)
+    half = augment.paste_occluders(guide.repeat(50, 1, 1, 1), donors.repeat(50, 1, 1, 1), marks.repeat(50, 1, 1), 0.5)
     hit = (half != guide.repeat(50, 1, 1, 1)).flatten(1).any(dim=1).float().mean()
     assert 0.35 < float(hit) < 0.65
 
@@ -350,9 +363,9 @@ def test_meta_learning_guides_take_occluders_from_another_episode(synthetic_data
 
     dataset = EpisodeDataset(synthetic_dataset, shots=2, size=64)
     batch = episodes_on_device(default_collate([dataset[0], dataset[len(dataset) - 1]]), torch.device("cpu"))
-    plain = episode_guide(dict(batch))
+    plain = episode_guide(dict(batch), WarpGuide())
     torch.manual_seed(0)
-    occluded = episode_guide(dict(batch), occlusion=1.0)
+    occluded = episode_guide(dict(batch), WarpGuide(), occlusion=1.0)
     assert torch.equal(occluded[:, 3], plain[:, 3])
     changed = (occluded[:, :3] != plain[:, :3]).any(dim=1)  # (2, S, S)
     assert changed.flatten(1).any(dim=1).all()
@@ -361,20 +374,20 @@ def test_meta_learning_guides_take_occluders_from_another_episode(synthetic_data
     assert int((pasted & changed).sum()) > 0.5 * int(changed.sum())
     # one episode alone has no other person to take an occluder from
     single = {k: v[:1] if torch.is_tensor(v) else v for k, v in batch.items()}
-    assert torch.equal(episode_guide(dict(single), occlusion=1.0), episode_guide(dict(single)))
+    assert torch.equal(episode_guide(dict(single), WarpGuide(), occlusion=1.0), episode_guide(dict(single), WarpGuide()))
 
 
 def test_shot_distances_are_smoothed_causally_across_frames():
     raw = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
-    rate = warp.SHOT_SMOOTHING
-    smoothed = warp.smooth_shot_distances(raw)
+    rate = GuideConfig().shot_smoothing
+    smoothed = guide.smooth_shot_distances(raw)
     assert torch.equal(smoothed[0], raw[0])  # no history: the first frame as it is
     assert torch.allclose(smoothed[1], rate * raw[1] + (1 - rate) * raw[0])
     # the nearer shot changes at frame 1, the smoothed ranking follows a few frames later
     assert smoothed[1].argmin() == 0 and smoothed[3].argmin() == 1
-    assert torch.allclose(warp.smooth_shot_distances(raw[2:], previous=smoothed[1]), smoothed[2:])
+    assert torch.allclose(guide.smooth_shot_distances(raw[2:], previous=smoothed[1]), smoothed[2:])
     steady = torch.tensor([[0.3, 0.7]]).repeat(5, 1)
-    assert torch.allclose(warp.smooth_shot_distances(steady), steady)
+    assert torch.allclose(guide.smooth_shot_distances(steady), steady)
 
 
 def test_consecutive_frames_cross_fade_between_shots(synthetic_dataset, warp_checkpoint):
@@ -406,21 +419,6 @@ def test_consecutive_frames_cross_fade_between_shots(synthetic_dataset, warp_che
     assert single.renderer().smoothing_bias(torch.from_numpy(drive)) == (None, None)
 
 
-def test_refit_error_flags_a_profile_shots_guessed_landmarks(shared_faces):
-    """vox_aldridge_a's first frames are near-profiles: dlib's frontal shape model guesses the
-    hidden eye, and a refit lands elsewhere; its three-quarter frames refit to ~0.01."""
-    from talkinghead.data.landmarks import get_detector, landmark_refit_error
-    from talkinghead.data.video import iter_frames
-    from talkinghead.infer.faces import crops_from_sources
-
-    frames = list(iter_frames(shared_faces / "clips" / "vox_aldridge_a.mp4", max_frames=85))
-    faces = crops_from_sources([frames[i] for i in (0, 24, 72, 84)], 128, progress=False)
-    error = landmark_refit_error(faces.crops, faces.landmarks, get_detector("dlib"))
-    assert (error[:2] > 0.2).all() and (error[2:] < 0.03).all(), error
-    penalty = warp.unreliable_shot_penalty(torch.from_numpy(error))
-    assert (penalty[:2] > 0.01).all() and (penalty[2:] == 0).all()
-
-
 @pytest.mark.parametrize("correction", [False, True])
 def test_warp_guided_generator_overfits_one_episode(synthetic_dataset, correction):
     from talkinghead.config import get_preset
@@ -433,7 +431,7 @@ def test_warp_guided_generator_overfits_one_episode(synthetic_dataset, correctio
     episode = {k: _unit(v) if torch.is_tensor(v) else v
                for k, v in EpisodeDataset(synthetic_dataset, shots=2, size=64)[0].items()}
     frames, sketches = episode["frames"][None], episode["sketches"][None]
-    guide = warp.warp_guide(frames, episode["landmarks"][None], episode["target_landmarks"][None])
+    guide = WarpGuide()(frames, episode["landmarks"][None], episode["target_landmarks"][None])
     assert guide.shape == (1, 4, 64, 64)
     with pytest.raises(ValueError, match="guide"):
         G(episode["target_sketch"][None], torch.zeros(G.psi_size))

@@ -271,12 +271,12 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool
 
 
 def with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:
-    """The checkpoint with other fine-tuning settings (``train.*``/``loss.*`` ``SECTION.FIELD=VALUE``
-    items); its architecture cannot change."""
+    """The checkpoint with other fine-tuning or guide settings (``train.*``/``loss.*``/``guide.*``
+    ``SECTION.FIELD=VALUE`` items); its architecture cannot change."""
     import dataclasses
 
     for item in overrides:
-        if not item.startswith(("train.", "loss.")):
-            raise TalkingHeadError(f"--set {item}: only train.* and loss.* settings can change for an existing "
-                                   "model (its architecture is fixed by the checkpoint)")
+        if not item.startswith(("train.", "loss.", "guide.")):
+            raise TalkingHeadError(f"--set {item}: only train.*, loss.* and guide.* settings can change for an "
+                                   "existing model (its architecture is fixed by the checkpoint)")
     return dataclasses.replace(ckpt, config=ckpt.config.override(list(overrides)))

@@ -65,7 +65,7 @@ class ModelConfig:
     #: meta-learning and G copied the warp: with α ≈ 1 neither branch gets a gradient.
     warp_correction: bool = False
     #: Warp-guided G only: the guide averages the warps of this many nearest shots (weighted by
-    #: a softmax of their landmark distances, :func:`talkinghead.data.warp.warp_guide`), not the
+    #: a softmax of their landmark distances, :class:`talkinghead.models.guide.WarpGuide`), not the
     #: nearest alone, so that near-equal matches' misalignments cancel (docs/experiments.md).
     #: 1: the nearest shot only.
     warp_shots: int = 1
@@ -212,7 +212,7 @@ class TrainConfig:
     warp_single_shot_fraction: float = 0.25
     #: Warp-guided G: the chance that an episode's guide gets a hand-like patch of another
     #: batch image pasted over the face while its target stays clean
-    #: (:func:`~talkinghead.data.warp.paste_occluders`), so G learns not to copy occluders.
+    #: (:func:`~talkinghead.data.augment.paste_occluders`), so G learns not to copy occluders.
     guide_occlusion: float = 0.0
 
     def validate(self) -> None:
@@ -309,6 +309,41 @@ class MouthConfig:
     def validate(self) -> None:
         _check_fields(self, "mouth", positive=("distrust_ramp",))
 
+@dataclass
+class GuideConfig:
+    """How a warp-guided G's guide chooses and weights its shots (:mod:`talkinghead.models.guide`).
+
+    Used alike by meta-learning, fine-tuning, rendering, evaluation and ONNX export; a checkpoint
+    written before this section existed loads with these defaults, the values it was made with.
+    The measurements behind them: docs/experiments.md.
+    """
+
+    #: Softmax temperature over the fused shots' landmark distances: near-equal matches share
+    #: the weight (their misalignments cancel), clearly worse ones barely count.
+    fusion_temperature: float = 0.005
+    #: A shot whose landmarks the shape predictor does not reproduce (refit error above this, in
+    #: inter-ocular distances) has guessed landmarks (a near-profile) and is passed over ...
+    unreliable_landmarks: float = 0.05
+    #: ... by adding this × the excess to its landmark distance.
+    unreliable_shot_weight: float = 0.1
+    #: A shot whose mouth points move more than this under small box shifts may hide its mouth
+    #: (a hand), or this × its clip's lower quartile when that is higher (a soft video) ...
+    hidden_mouth_spread: float = 0.015
+    hidden_mouth_clip_factor: float = 2.0
+    #: ... plus this slope × the head's yaw beyond ``hidden_mouth_yaw_free`` (a turned head
+    #: loosens the mouth, and is the right guide for a turned target) ...
+    hidden_mouth_yaw_free: float = 0.1
+    hidden_mouth_yaw_slope: float = 0.5
+    #: ... and is passed over by adding this × the excess to its landmark distance.
+    hidden_mouth_weight: float = 0.5
+    #: Consecutive frames: weight of the newest frame in the moving average of shot distances,
+    #: so that a change of nearest shot is a cross-fade over a few frames, not a cut.
+    shot_smoothing: float = 0.25
+
+    def validate(self) -> None:
+        _check_fields(self, "guide", default_minimum=0.0, positive=("fusion_temperature", "shot_smoothing"),
+                      maximum={"shot_smoothing": 1.0})
+
 
 @dataclass
 class Config:
@@ -318,6 +353,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
     mouth: MouthConfig = field(default_factory=MouthConfig)
+    guide: GuideConfig = field(default_factory=GuideConfig)
 
     # -- serialisation -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -349,6 +385,7 @@ class Config:
             train=build(TrainConfig, data.get("train")),
             detail=build(DetailConfig, data.get("detail")),
             mouth=build(MouthConfig, data.get("mouth")),
+            guide=build(GuideConfig, data.get("guide")),  # absent before it existed: today's defaults
         )
 
     @classmethod
@@ -384,6 +421,7 @@ class Config:
         self.train.validate()
         self.detail.validate()
         self.mouth.validate()
+        self.guide.validate()
 
 
 #: Settings added after checkpoints were already written, with the value that reproduces what

@@ -346,7 +346,7 @@ def mouth_fit_spread(images: np.ndarray, landmarks: np.ndarray, detector: Landma
     Where the mouth shows, the points are anchored to its edges and barely move (0.005–0.01
     inter-ocular distances); a hand over the mouth leaves them to the model's prior, and a box's
     shift moves them (0.014–0.064 on a clip whose speaker covers her mouth). A turned head and a
-    soft video loosen them too, which :func:`~talkinghead.data.warp.hidden_mouth_penalty` allows for.
+    soft video loosen them too, which :meth:`~talkinghead.models.guide.WarpGuide.hidden_mouth_penalty` allows for.
 
     Args:
         images: (K, S, S, 3) uint8 RGB. landmarks: (K, 68, 2) in their pixels.

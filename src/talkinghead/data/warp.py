@@ -24,6 +24,10 @@ by soft symmetry does (Hassner et al., CVPR 2015; :data:`OCCLUSION_MAGNIFICATION
 Degenerate input never gives NaN: triangles of (near) zero area are skipped, pixels outside
 every triangle use the nearest triangle's map, and a sample whose landmarks are not finite is
 left unwarped (its source landmarks are used as the target).
+
+This module is geometry only: which shots a warp-guided G's guide warps, and how they are
+weighted, is :mod:`talkinghead.models.guide`; the occluders pasted over guides in training are
+:mod:`talkinghead.data.augment`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from talkinghead.data.landmarks import MIRROR_68, nose_position
+from talkinghead.data.landmarks import MIRROR_68
 
 #: Mean 68-point face in a VoxCeleb2-style crop ([0, 1] units; mean of the bundled driving track
 #: after the crop framing of :mod:`talkinghead.data.crop`). Only the triangulation uses it.
@@ -233,15 +237,19 @@ def _triangle_rows(to_bary: Tensor, usable: Tensor, points: Tensor, table: Tenso
     """For homogeneous points (3, P), the row of ``table`` (B, T, W) of the target triangle that
     contains each (or is nearest to it) → (B, P, W). to_bary (B, T, 3, 3): corners → barycentric."""
     b, t = to_bary.shape[:2]
-    flat = to_bary.reshape(b, t * 3, 3)  # one GEMM for all triangles
-    penalty = torch.where(usable, 0.0, -1e9).float()[..., None]  # (B, T, 1)
+    # Rows ordered (B, 3, T, 3): each barycentric coordinate's scores are contiguous per point, so
+    # the min over the three and the argmax over triangles run along the innermost axis.
+    flat = to_bary.transpose(1, 2).reshape(b, 3 * t, 3).transpose(1, 2)  # (B, 3, 3T), one GEMM
+    penalty = torch.where(usable, 0.0, -1e9).float()[:, None, :]  # (B, 1, T)
     width = table.shape[-1]
     out = torch.empty(b, points.shape[1], width, device=points.device)
-    chunk = max(1, 2 ** 23 // (t * 3))  # points per pass: ~8 M floats of barycentric coordinates
+    # Points per pass: ~0.5 M scores stay in the CPU cache (several times faster than one big
+    # pass); a traced graph takes all points in one pass.
+    chunk = points.shape[1] if torch.jit.is_tracing() else max(1, 2 ** 19 // (int(b) * t * 3))
     for start in range(0, points.shape[1], chunk):
-        pts = points[:, start:start + chunk]  # (3, p)
-        score = (flat @ pts).reshape(b, t, 3, -1).amin(dim=2) + penalty  # (B, T, p): ≥ 0 inside
-        best = score.argmax(dim=1)  # (B, p): the containing (or nearest) triangle
+        bary = points[:, start:start + chunk].T[None] @ flat  # (B, p, 3T)
+        score = torch.minimum(torch.minimum(bary[..., :t], bary[..., t:2 * t]), bary[..., 2 * t:]) + penalty
+        best = score.argmax(dim=-1)  # (B, p): the containing (or nearest) triangle
         out[:, start:start + chunk] = torch.gather(table, 1, best[..., None].expand(-1, -1, width))
     return out
 
@@ -371,8 +379,7 @@ def _sample(image: Tensor, shift: Tensor, weight: Tensor | None) -> tuple[Tensor
     shift = _resize(shift.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
     coords = _pixel_grid(size, torch.float32, image.device)[:2].T.reshape(1, size, size, 2) + shift
     normalised = (2 * coords + 1) / size - 1  # align_corners=False
-    # Bicubic: bilinear resampling at sub-pixel offsets halves fine detail (sharpness 0.65 of
-    # the real frame on the dev clips, against 0.8 bicubic); clamped, as cubic overshoots.
+    # Bicubic: bilinear resampling at sub-pixel offsets loses fine detail; clamped, as cubic overshoots.
     warped = F.grid_sample(image, normalised.to(image.dtype), mode="bicubic", padding_mode="border",
                            align_corners=False)
     lo, hi = image.amin(dim=(1, 2, 3), keepdim=True), image.amax(dim=(1, 2, 3), keepdim=True)
@@ -384,234 +391,6 @@ def _resize(grid: Tensor, size: int) -> Tensor:
     """Bilinear resize of (B, C, R, R) to (B, C, S, S), pixel centres aligned (align_corners=False)."""
     if grid.shape[-1] == size:
         return grid
-    return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def normalised_landmarks(landmarks: Tensor) -> Tensor:
-    """(..., 68, 2) with position and scale removed: what is left is pose and expression."""
-    centred = landmarks - landmarks.mean(dim=-2, keepdim=True)
-    return centred / (centred.pow(2).sum(-1).mean(-1)[..., None, None].sqrt() + 1e-9)
-
-
-#: Fused guide (``model.warp_shots`` > 1): softmax temperature over the shots' landmark
-#: distances (:func:`shot_distances` units, mean absolute normalised offset). At 0.005 a shot
-#: 0.01 farther than the nearest (a typical gap) gets e⁻² ≈ 0.14 of its weight: near-equal
-#: matches are averaged (their misalignments cancel), clearly worse ones barely count. On the
-#: dev clips (K = 8, 2 shots) SSIM 0.722 → 0.738 and PSNR 22.48 → 23.03 dB against the single
-#: nearest shot, at sharpness 0.83 (0.97); 0.02 blurred to 0.74.
-FUSION_TEMPERATURE = 0.005
-
-#: A shot whose landmarks the shape predictor does not reproduce
-#: (:func:`~talkinghead.data.landmarks.landmark_refit_error` above ``UNRELIABLE_LANDMARKS``) is a
-#: near-profile with guessed landmarks: they look like the three-quarter target's, the image
-#: shows one eye. Its landmark distance grows by ``UNRELIABLE_SHOT_WEIGHT`` × the excess, so a
-#: shot that shows the face wins unless it is clearly farther in pose. A 0.36 refit error (the
-#: worst dev-split profile) adds 0.031, three typical gaps between neighbouring shots. On the dev
-#: split (guide alone, K = 8 and 32) dlib found a face in 98.4 → 100 % of warped targets, SSIM
-#: 0.7379 → 0.7391 and 0.7367 → 0.7376; a flat +0.03 for every shot above 0.05 lost SSIM.
-UNRELIABLE_LANDMARKS = 0.05
-UNRELIABLE_SHOT_WEIGHT = 0.1
-
-#: A shot whose mouth the shape predictor holds loosely (:func:`~talkinghead.data.landmarks.
-#: mouth_fit_spread`) may have it hidden — by a hand, say — and its landmarks guess a mouth the
-#: image does not show: warped into the face, the hand comes along and the output's mouth
-#: wanders. Its landmark distance grows by ``HIDDEN_MOUTH_WEIGHT`` × the spread's excess over
-#: a threshold that is relative, so that only outliers in their own clip count: the larger of
-#: ``HIDDEN_MOUTH_SPREAD`` and ``HIDDEN_MOUTH_CLIP_FACTOR`` × the clip's lower quartile (a soft
-#: video loosens every shot), plus ``HIDDEN_MOUTH_YAW_SLOPE`` × the head's yaw beyond
-#: ``HIDDEN_MOUTH_YAW_FREE`` (yaw: :func:`~talkinghead.data.landmarks.nose_position` − 0.5; a
-#: turned head loosens the mouth, and its shot is the best guide for a turned target). Chosen on 16 training identities' videos
-#: (``benchmarks/shot_choice.py@d004075``): K = 32 jitter −0.008, SSIM unchanged; K = 8 unchanged. On
-#: the dev clip whose speaker covers her mouth (23 of 32 shots) K = 32 jitter 0.83 → 0.69.
-HIDDEN_MOUTH_SPREAD = 0.015
-HIDDEN_MOUTH_CLIP_FACTOR = 2.0
-HIDDEN_MOUTH_YAW_FREE = 0.1
-HIDDEN_MOUTH_YAW_SLOPE = 0.5
-HIDDEN_MOUTH_WEIGHT = 0.5
-
-
-#: Consecutive frames (a video, a camera): the shot distances the guide ranks and weights by
-#: follow the pose through an exponential moving average with this weight on the newest frame
-#: (:func:`smooth_shot_distances`; at 25 frames/s a time constant of about 0.14 s), so a change
-#: of nearest shot is a cross-fade over a few frames, not a cut. On the dev split (bundled
-#: model, FF, evaluation protocol 5) the jitter figure fell 0.532 → 0.507 at K = 8 and 0.560 →
-#: 0.535 at K = 32. Slower fades (0.1, 0.06) lag the pose: on training identities' videos they
-#: lost SSIM at K = 8 and 32 and steadied only K = 32 (docs/benchmarks.md).
-SHOT_SMOOTHING = 0.25
-
-
-def smooth_shot_distances(distance: Tensor, previous: Tensor | None = None,
-                          rate: float = SHOT_SMOOTHING) -> Tensor:
-    """Causal moving average of consecutive frames' shot distances.
-
-    Args:
-        distance: (T, K) :func:`shot_distances` of T consecutive frames.
-        previous: (K,) the smoothed distances of the frame before the first, if any.
-    Returns:
-        (T, K) smoothed; its last row is the ``previous`` of the next call.
-    """
-    out = torch.empty_like(distance)
-    state = distance[0] if previous is None else previous.to(distance)
-    for t in range(len(distance)):
-        state = rate * distance[t] + (1 - rate) * state
-        out[t] = state
-    return out
-
-
-def unreliable_shot_penalty(refit_error: Tensor) -> Tensor:
-    """(K,) landmark refit errors → (K,) distance added to those shots (see ``UNRELIABLE_*``)."""
-    return UNRELIABLE_SHOT_WEIGHT * (refit_error - UNRELIABLE_LANDMARKS).clamp(min=0)
-
-
-def hidden_mouth_penalty(mouth_spread: Tensor, landmarks: Tensor) -> Tensor:
-    """(K,) mouth fit spreads and (K, 68, 2) landmarks of one avatar's shots → (K,) distance
-    added to the shots whose mouth is probably hidden (see ``HIDDEN_MOUTH_*``)."""
-    if len(mouth_spread) < 2:
-        return torch.zeros_like(mouth_spread)
-    floor = torch.clamp(HIDDEN_MOUTH_CLIP_FACTOR * mouth_spread.quantile(0.25), min=HIDDEN_MOUTH_SPREAD)
-    yaw = torch.from_numpy(nose_position(landmarks.detach().cpu().numpy()) - 0.5).to(mouth_spread)  # (K,)
-    allowed = floor + HIDDEN_MOUTH_YAW_SLOPE * (yaw.abs() - HIDDEN_MOUTH_YAW_FREE).clamp(min=0)
-    penalty = HIDDEN_MOUTH_WEIGHT * (mouth_spread - allowed).clamp(min=0)
-    return torch.nan_to_num(penalty, nan=0.0)  # degenerate landmarks (no yaw): no verdict, no penalty
-
-
-def shot_distances(shot_landmarks: Tensor, target_landmarks: Tensor, exclude: Tensor | None = None,
-                   penalty: Tensor | None = None) -> Tensor:
-    """(B, K) distance in pose and expression of each shot (B, K, 68, 2) to each target (B, 68, 2):
-    mean absolute offset of the normalised landmarks, plus ``penalty`` (B, K) if given
-    (:func:`unreliable_shot_penalty`); ``exclude`` (B,) gets +inf (unless K = 1)."""
-    distance = (normalised_landmarks(shot_landmarks) - normalised_landmarks(target_landmarks)[:, None]).abs()
-    distance = torch.nan_to_num(distance.mean(dim=(-1, -2)), nan=1e9)  # (B, K)
-    if penalty is not None:
-        distance = distance + penalty.to(distance)
-    if exclude is not None and shot_landmarks.shape[1] > 1:
-        distance = distance.scatter(1, exclude[:, None].to(distance.device), float("inf"))
-    return distance
-
-
-def nearest_shot(shot_landmarks: Tensor, target_landmarks: Tensor, exclude: Tensor | None = None,
-                 penalty: Tensor | None = None) -> Tensor:
-    """Index of the shot closest in pose and expression to each target.
-
-    Args:
-        shot_landmarks: (B, K, 68, 2). target_landmarks: (B, 68, 2).
-        exclude: optional (B,) shot index not to pick (e.g. the target itself), ignored when K = 1.
-        penalty: optional (B, K) added distance (:func:`unreliable_shot_penalty`).
-    Returns:
-        (B,) long.
-    """
-    return shot_distances(shot_landmarks, target_landmarks, exclude, penalty).argmin(dim=1)
-
-
-#: :func:`paste_occluders`: where a pasted "hand" is centred — a random one of these landmarks
-#: (eyes, nose, mouth), the parts a hand in a shot covers.
-OCCLUDER_CENTRES = (36, 39, 42, 45, 30, 33, 48, 51, 54, 57, 62, 66)
-
-
-def paste_occluders(images: Tensor, donors: Tensor, landmarks: Tensor, probability: float) -> Tensor:
-    """Training augmentation for a warp-guided G: a hand-like patch over part of the face.
-
-    A shot with a hand over the face is warped like any other, and G learned to trust the warp:
-    it copies the hand. Pasting four finger-shaped pieces of *another* image (``donors``: the
-    batch's other targets, so skin and face texture at the same place in the crop) over the
-    guide while the target stays clean teaches G to distrust what the sketch does not explain.
-
-    Args:
-        images: (B, C, S, S), C ≥ 3: the guide; only its first 3 channels are pasted over
-            (the trust mask still claims a valid warp, as it would for a real hand).
-        donors: (B, 3, S, S) in the same range. landmarks: (B, 68, 2) where the face is.
-        probability: chance of an occluder per row.
-    Returns:
-        (B, C, S, S), a new tensor.
-    """
-    b, _, size, _ = images.shape
-    device, dtype = images.device, images.dtype
-    hit = torch.rand(b, device=device) < probability
-    if not bool(hit.any()):
-        return images
-    marks = landmarks.to(device=device, dtype=torch.float32)
-    eye_distance = (marks[:, 45] - marks[:, 36]).norm(dim=-1).clamp(min=2.0)  # (B,)
-    pick = torch.randint(len(OCCLUDER_CENTRES), (b,), device=device)
-    centre = marks[torch.arange(b, device=device), torch.tensor(OCCLUDER_CENTRES, device=device)[pick]]
-    centre = centre + (torch.rand(b, 2, device=device) - 0.5) * 0.5 * eye_distance[:, None]
-    angle = torch.rand(b, device=device) * torch.pi  # fingers at any slant
-    length = eye_distance * (0.6 + 0.6 * torch.rand(b, device=device))  # half-length of a finger
-    width = eye_distance * 0.15  # half-width
-    ys, xs = torch.meshgrid(torch.arange(size, device=device, dtype=torch.float32) + 0.5,
-                            torch.arange(size, device=device, dtype=torch.float32) + 0.5, indexing="ij")
-    dx, dy = xs[None] - centre[:, 0, None, None], ys[None] - centre[:, 1, None, None]  # (B, S, S)
-    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
-    along, across = dx * cos + dy * sin, -dx * sin + dy * cos
-    mask = torch.zeros(b, size, size, device=device)
-    for finger in (-1.5, -0.5, 0.5, 1.5):  # four fingers side by side, the outer ones shorter
-        offset = across - finger * 1.9 * width[:, None, None]
-        reach = length[:, None, None] * (1.0 - 0.15 * abs(finger))
-        inside = 1.0 - (along / reach) ** 2 - (offset / width[:, None, None]) ** 2
-        mask = torch.maximum(mask, (inside * 4.0).clamp(0.0, 1.0))  # soft edge
-    mask = (mask * hit[:, None, None]).to(dtype)[:, None]  # (B, 1, S, S)
-    out = images.clone()
-    out[:, :3] = images[:, :3] * (1 - mask) + donors.to(dtype) * mask
-    return out
-
-
-def warp_guide(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor,
-               exclude: Tensor | None = None, fuse: int = 1, symmetric_fill: bool = True,
-               penalty: Tensor | None = None, map_resolution: int | None = None, mouth=None) -> Tensor:
-    """The warp-guided generator's extra input: the nearest shot(s) warped onto the target.
-
-    Args:
-        shots: (B, K, 3, S, S) in [-1, 1]. shot_landmarks: (B, K, 68, 2) pixels.
-        target_landmarks: (B, 68, 2). exclude: see :func:`nearest_shot`.
-        fuse: warp the ``min(fuse, K)`` nearest shots and average them, weighted by a softmax of
-            their landmark distances (:data:`FUSION_TEMPERATURE`); 1: the nearest shot alone.
-        symmetric_fill: see :func:`warp_image`.
-        penalty: optional (B, K) distance added to the shots' landmark distances: for shots with
-            unreliable landmarks (:func:`unreliable_shot_penalty`), and to smooth consecutive
-            frames' distances (:func:`smooth_shot_distances`, as smoothed − raw).
-        map_resolution: see :func:`warp_image`.
-        mouth: :class:`~talkinghead.config.MouthConfig` of the mouth's distrust (default settings
-            when None; see :func:`fuse_warped_shots`).
-    Returns:
-        (B, 4, S, S): the warped shot(s) (3 channels) and the trust mask (1 channel).
-    """
-    k = shots.shape[1]
-    m = max(1, min(int(fuse), k - (1 if exclude is not None and k > 1 else 0)))
-    distance = shot_distances(shot_landmarks, target_landmarks, exclude, penalty)  # (B, K)
-    nearest, pick = torch.topk(distance, m, dim=1, largest=False)  # (B, M) ascending
-    weight = torch.softmax(-(nearest - nearest[:, :1]) / FUSION_TEMPERATURE, dim=1).to(shots.dtype)
-    return fuse_warped_shots(shots, shot_landmarks, target_landmarks, pick, weight, symmetric_fill,
-                             map_resolution=map_resolution, mouth=mouth)
-
-
-def fuse_warped_shots(shots: Tensor, shot_landmarks: Tensor, target_landmarks: Tensor, pick: Tensor,
-                      weight: Tensor, symmetric_fill: bool = True, map_resolution: int | None = None,
-                      mouth=None) -> Tensor:
-    """The chosen shots warped onto each target and averaged: the body of :func:`warp_guide`.
-
-    Args:
-        shots, shot_landmarks, target_landmarks: as in :func:`warp_guide`.
-        pick: (B, M) indices of the shots to warp. weight: (B, M) their weights (rows sum to 1).
-        map_resolution: see :func:`warp_image`.
-        mouth: :class:`~talkinghead.config.MouthConfig`: inside the target's mouth each shot's
-            trust falls as the target opens wider than it (:func:`~talkinghead.data.mouth.guide_distrust`),
-            and the fused colours there lean on the shots that open widest.
-    Returns:
-        (B, 4, S, S): the weighted warps (3 channels) and trust mask (1 channel).
-    """
-    from talkinghead.data.mouth import guide_distrust
-
-    m = pick.shape[1]
-    rows = torch.arange(shots.shape[0], device=shots.device)[:, None]  # batch size stays symbolic in ONNX
-    image = shots[rows, pick.to(shots.device)].flatten(0, 1)  # (B·M, 3, S, S)
-    marks = shot_landmarks[rows.to(shot_landmarks.device), pick.to(shot_landmarks.device)].flatten(0, 1)
-    target = target_landmarks.to(image.device).float()[:, None].expand(-1, m, -1, -1).flatten(0, 1)
-    warped, mask = warp_image(image, marks.to(image.device).float(), target, symmetric_fill=symmetric_fill,
-                              map_resolution=map_resolution)
-    keep = 1 - guide_distrust(marks.to(image.device), target, int(image.shape[-1]), mouth).to(mask)  # (B·M, 1, S, S); int: a traced shape is a tensor
-    guide = torch.cat([warped, mask * keep], dim=1)
-    guide = guide.reshape(-1, m, *guide.shape[1:])  # (B, M, 4, S, S)
-    if m == 1:
-        return guide[:, 0]
-    # Per pixel, each shot weighs by how far it is trusted there (1 outside mouths).
-    pixel_weight = weight.to(guide.device)[:, :, None, None, None] * (keep.reshape(-1, m, 1, *keep.shape[2:]) + 1e-3)
-    return (pixel_weight / pixel_weight.sum(dim=1, keepdim=True) * guide).sum(dim=1)
+    b, c, r, _ = grid.shape  # one channel at a time: torch's CPU kernel is several times faster so
+    flat = F.interpolate(grid.reshape(b * c, 1, r, r), size=(size, size), mode="bilinear", align_corners=False)
+    return flat.reshape(b, c, size, size)

@@ -34,6 +34,7 @@ from talkinghead.data.episodes import Video, FrameSource, load_videos
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path, atomic_write_text, ensure_writable_dir
 from talkinghead.infer.reenact import normalised_shape
+from talkinghead.models.guide import WarpGuide
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,16 @@ def jitter_frames(n_valid: int, count: int = JITTER_FRAMES) -> np.ndarray:
 
 
 def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int = 16, fuse: int = 1,
-                   symmetric_fill: bool = True, penalty: np.ndarray | None = None) -> np.ndarray:
+                   symmetric_fill: bool = True, penalty: np.ndarray | None = None,
+                   guide: WarpGuide | None = None) -> np.ndarray:
     """The warp baseline: for each target (T, 68, 2), the nearest shot warped onto its landmarks
     (background rigid, what the shot hides mirrored from what it shows) → (T, S, S, 3) uint8.
     ``fuse`` > 1 or a (K,) ``penalty`` (shots with guessed landmarks passed over): the guide of a
-    warp-guided G (:func:`~talkinghead.data.warp.warp_guide`), not the baseline."""
+    warp-guided G (``guide``, default :class:`~talkinghead.models.guide.WarpGuide` of today's
+    settings), not the baseline."""
     from talkinghead.data.sketch import image_to_tensor, tensor_to_image
-    from talkinghead.data.warp import warp_guide
 
+    guide = guide or WarpGuide()
     frames = torch.stack([image_to_tensor(c) for c in shots.crops])  # (K, 3, S, S)
     marks = torch.from_numpy(np.asarray(shots.landmarks, np.float32))
     extra = None if penalty is None else torch.as_tensor(np.asarray(penalty, np.float32))[None]
@@ -97,10 +100,9 @@ def classical_warp(shots: VideoSamples, target_landmarks: np.ndarray, batch: int
     for start in range(0, len(target_landmarks), batch):
         chunk = torch.from_numpy(np.asarray(target_landmarks[start:start + batch], np.float32))
         b = len(chunk)
-        guide = warp_guide(frames[None].expand(b, -1, -1, -1, -1), marks[None].expand(b, -1, -1, -1), chunk,
-                           fuse=fuse, symmetric_fill=symmetric_fill,
-                           penalty=None if extra is None else extra.expand(b, -1))
-        out.append(tensor_to_image(guide[:, :3]))
+        image = guide(frames[None].expand(b, -1, -1, -1, -1), marks[None].expand(b, -1, -1, -1), chunk,
+                      fuse=fuse, symmetric_fill=symmetric_fill, penalty=None if extra is None else extra.expand(b, -1))
+        out.append(tensor_to_image(image[:, :3]))
     return np.concatenate(out)
 
 
@@ -240,7 +242,7 @@ def result_key(checkpoint_sha256: str, config, settings: EvalSettings, video: Vi
     # field elsewhere in the config leaves cached results valid.
     train = {k: v for k, v in config.to_dict()["train"].items() if k.startswith("finetune") or k == "betas"}
     parts = {"protocol": PROTOCOL_VERSION, "checkpoint": checkpoint_sha256,
-             "train": train, "loss": config.to_dict()["loss"],
+             "train": train, "loss": config.to_dict()["loss"], "guide": config.to_dict()["guide"],
              "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "grid_examples"},
              "video": video.key, "frames": [list(map(str, f)) for f in video.frames], "shots": shots}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

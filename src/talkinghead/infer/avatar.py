@@ -30,12 +30,11 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from talkinghead.config import Config
-from talkinghead.data.warp import (SHOT_SMOOTHING, hidden_mouth_penalty, shot_distances, smooth_shot_distances,
-                                   unreliable_shot_penalty, warp_guide)
 from talkinghead.data.sketch import image_to_tensor, landmarks_to_sketch, sketch_to_tensor, tensor_to_image
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path
 from talkinghead.models import build_models
+from talkinghead.models.guide import WarpGuide
 from talkinghead.progress import ProgressBar, ProgressCallback
 from talkinghead.checkpoint import (
     Checkpoint,
@@ -95,7 +94,7 @@ class Avatar:
         self.source_image = source_image  # the first shot's full image (for paste-back)
         self.source_box = source_box  # (cx, cy, side) of its crop, in source pixels
         # (K,) added to each shot's landmark distance when the warp guide picks shots: > 0 for
-        # shots whose landmarks are guessed (a profile), see unreliable_shot_penalty.
+        # shots whose landmarks are guessed or whose mouth is hidden (WarpGuide.shot_penalty).
         self.shot_penalty = (torch.zeros(len(self.landmarks)) if shot_penalty is None
                              else shot_penalty.detach().float().cpu().reshape(len(self.landmarks)))
 
@@ -172,7 +171,7 @@ class Avatar:
         e.g. ``["train.finetune_jaw_drop=0", "train.finetune_lr_generator=1e-4"]``.
         ``detector``: the landmark detector that found ``landmarks`` (default dlib); a
         warp-guided avatar with several shots refits them with it to spot guessed landmarks
-        (:func:`~talkinghead.data.warp.unreliable_shot_penalty`).
+        (:meth:`~talkinghead.models.guide.WarpGuide.shot_penalty`).
         ``crops_hi``: the same K crops at a higher resolution (K, H, H, 3), for output above S
         (:mod:`talkinghead.infer.detail`); default: ``crops`` (output above S is then upsampled).
         """
@@ -186,9 +185,9 @@ class Avatar:
         hi = None if crops_hi is None else _check_crops_hi(np.asarray(crops_hi), len(crops), config)
         crops, landmarks = _resize_crops(np.asarray(crops), np.asarray(landmarks, np.float32),
                                          config.model.image_size)
-        shot_penalty = _unreliable_shot_penalty(config, crops, landmarks, detector)
         torch.manual_seed(seed)
         E, G, D = build_models(config.model, num_videos=1)
+        shot_penalty = _shot_penalty(WarpGuide.for_generator(G, config), crops, landmarks, detector)
         load_networks(ckpt, {"E": E, "G": G}, strict=True)
         if ckpt.has("D"):
             load_networks(ckpt, {"D": D}, exclude=("D.W",))
@@ -232,12 +231,12 @@ class Avatar:
         (its shots travel inside the module); the paper's G ignores them."""
         if getattr(self, "_renderer", None) is None:
             shots = marks = penalty = None
-            if self.config.model.warp_guidance:
+            if self.generator.warp_guidance:
                 shots = torch.stack([image_to_tensor(c) for c in self.crops]).to(self.device)
                 marks = torch.from_numpy(self.landmarks).to(self.device)
                 penalty = self.shot_penalty.to(self.device)
             self._renderer = AvatarRenderer(self._inference_generator(), self.psi.detach().float(), shots, marks,
-                                            penalty, mouth=self.config.mouth)
+                                            penalty, WarpGuide.for_generator(self.generator, self.config))
         return self._renderer
 
     def detail_renderer(self) -> "DetailRenderer":
@@ -250,7 +249,8 @@ class Avatar:
             self._detail_renderer = DetailRenderer(
                 self._inference_generator(), self.psi.detach().float(), shots, shots_hi,
                 torch.from_numpy(self.landmarks).to(self.device), self.shot_penalty.to(self.device),
-                self.config.detail, self.config.mouth)
+                self.config.detail, WarpGuide.from_config(self.config, self.generator.warp_shots
+                                                          if self.generator.warp_guidance else 1))
         return self._detail_renderer
 
     def sized_renderer(self, size: int | None = None) -> nn.Module:
@@ -283,14 +283,14 @@ class Avatar:
         """(B, 3, S, S) sketches in [-1, 1] and their (B, 68, 2) landmarks (needed by a warp-guided
         avatar) → (B, 3, S, S) images in [-1, 1]. ``shot_bias``: see :meth:`AvatarRenderer.forward`."""
         if landmarks is None:
-            if self.config.model.warp_guidance:
+            if self.generator.warp_guidance:
                 raise TalkingHeadError("a warp-guided avatar renders from landmarks: pass them to render()")
             landmarks = torch.zeros(sketches.shape[0], 68, 2)
         landmarks = torch.as_tensor(np.asarray(landmarks, np.float32)).to(self.device)
         return self.renderer()(sketches.to(self.device), landmarks, shot_bias)
 
     def animate(self, landmarks: np.ndarray, batch_size: int = 16, progress: bool = True,
-                half: bool = False, consecutive: bool = True, shot_smoothing: float = SHOT_SMOOTHING,
+                half: bool = False, consecutive: bool = True, shot_smoothing: float | None = None,
                 on_progress: ProgressCallback | None = None, size: int | None = None,
                 mouths: bool = True) -> np.ndarray:
         """Render one frame per landmark set.
@@ -301,8 +301,9 @@ class Avatar:
             half: fp16 autocast (CUDA only).
             consecutive: the landmarks are a track (a video's frames in order): a warp-guided
                 avatar with several shots changes shot by cross-fading over a few frames
-                (:data:`~talkinghead.data.warp.SHOT_SMOOTHING`). False for unrelated poses.
-            shot_smoothing: that cross-fade's weight on the newest frame (1: no cross-fade).
+                (``guide.shot_smoothing``). False for unrelated poses.
+            shot_smoothing: that cross-fade's weight on the newest frame (1: no cross-fade;
+                default: the model's ``guide.shot_smoothing``).
             on_progress: called after each batch (:mod:`talkinghead.progress`); may raise to stop.
             size: output size O in px (default :attr:`output_size`: the source face's own
                 resolution, up to ``detail.max_size``); above the network's size the detail
@@ -315,6 +316,7 @@ class Avatar:
         if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
             raise TalkingHeadError(f"landmarks must be (T, 68, 2), got {landmarks.shape}")
         check_in_crop(landmarks, self.size)
+        shot_smoothing = self.config.guide.shot_smoothing if shot_smoothing is None else shot_smoothing
         if not 0 < shot_smoothing <= 1:
             raise TalkingHeadError(f"shot_smoothing must be in (0, 1], got {shot_smoothing}")
         size = self.check_size(size)
@@ -576,12 +578,13 @@ class AvatarRenderer(nn.Module):
     (see :meth:`Avatar.renderer`)."""
 
     def __init__(self, generator: nn.Module, psi: Tensor, shots: Tensor | None = None,
-                 shot_landmarks: Tensor | None = None, shot_penalty: Tensor | None = None, mouth=None):
+                 shot_landmarks: Tensor | None = None, shot_penalty: Tensor | None = None,
+                 guide: WarpGuide | None = None):
         super().__init__()
         self.generator = generator
-        self.mouth = mouth  # MouthConfig of the guide's distrust inside the mouth (None: defaults)
         self.register_buffer("psi", psi.reshape(-1))
-        self.guided = shots is not None
+        self.guide = guide if guide is not None else WarpGuide.for_generator(generator)
+        self.guided = self.guide is not None
         if self.guided:
             self.register_buffer("shots", shots)  # (K, 3, S, S) in [-1, 1]
             self.register_buffer("shot_landmarks", shot_landmarks.float())  # (K, 68, 2)
@@ -597,39 +600,27 @@ class AvatarRenderer(nn.Module):
             penalty = self.shot_penalty[None].expand(b, -1)
             if shot_bias is not None:
                 penalty = penalty + shot_bias.to(penalty)
-            guide = warp_guide(self.shots[None].expand(b, -1, -1, -1, -1),
-                               self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float(),
-                               fuse=self.generator.warp_shots, penalty=penalty, mouth=self.mouth)
+            guide = self.guide(self.shots[None].expand(b, -1, -1, -1, -1),
+                               self.shot_landmarks[None].expand(b, -1, -1, -1), landmarks.float(), penalty=penalty)
         return self.generator(sketches, self.psi.expand(b, -1), guide)
 
     def smoothing_bias(self, landmarks: Tensor, previous: Tensor | None = None,
-                       rate: float = SHOT_SMOOTHING) -> tuple[Tensor | None, Tensor | None]:
+                       rate: float | None = None) -> tuple[Tensor | None, Tensor | None]:
         """For T consecutive frames' landmarks (T, 68, 2): the ``shot_bias`` (T, K) that makes the
-        guide rank and weight shots by smoothed distances (:func:`smooth_shot_distances`), and the
-        state (K,) to pass as ``previous`` with the next frames. (None, None) without a choice of
-        shot (the paper's G, one shot)."""
-        if not self.guided or len(self.shots) < 2:
+        guide rank and weight shots by smoothed distances, and the state (K,) to pass as
+        ``previous`` with the next frames (:meth:`WarpGuide.smoothing_bias`; ``rate`` default: the
+        guide's ``shot_smoothing``). (None, None) without a choice of shot (the paper's G, one shot)."""
+        if not self.guided:
             return None, None
-        track = landmarks.to(self.shot_landmarks).float()
-        raw = shot_distances(self.shot_landmarks[None].expand(len(track), -1, -1, -1), track)  # (T, K)
-        smoothed = smooth_shot_distances(raw, previous, rate)
-        return smoothed - raw, smoothed[-1]
+        return self.guide.smoothing_bias(self.shot_landmarks, landmarks, previous, rate)
 
 
-def _unreliable_shot_penalty(config: Config, crops: np.ndarray, landmarks: np.ndarray, detector=None) -> Tensor:
-    """(K,) distance added to shots with guessed landmarks (a profile's hidden side, a hidden
-    mouth); zeros for the paper's G or one shot (nothing to choose between)."""
-    if not config.model.warp_guidance or len(crops) < 2:
+def _shot_penalty(guide: WarpGuide | None, crops: np.ndarray, landmarks: np.ndarray, detector=None) -> Tensor:
+    """(K,) distance added to shots with guessed landmarks or a hidden mouth
+    (:meth:`WarpGuide.shot_penalty`); zeros for an unguided G or one shot (nothing to choose between)."""
+    if guide is None or len(crops) < 2:
         return torch.zeros(len(crops))
-    from talkinghead.data.landmarks import DlibLandmarkDetector, get_detector, landmark_refit_error, mouth_fit_spread
-
-    detector = detector if detector is not None else get_detector("dlib")
-    errors = landmark_refit_error(crops, landmarks, detector)
-    # The mouth check's thresholds are dlib's shape model's: it runs with dlib whoever found the landmarks.
-    shape_model = detector if isinstance(detector, DlibLandmarkDetector) else get_detector("dlib")
-    spread = mouth_fit_spread(crops, landmarks, shape_model)
-    return (unreliable_shot_penalty(torch.from_numpy(errors))
-            + hidden_mouth_penalty(torch.from_numpy(spread), torch.from_numpy(np.asarray(landmarks, np.float32))))
+    return guide.shot_penalty(crops, landmarks, detector)
 
 
 def check_in_crop(landmarks: np.ndarray, size: int) -> None:

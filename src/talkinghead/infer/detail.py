@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from talkinghead.config import DetailConfig, MouthConfig
-from talkinghead.data.warp import warp_guide
+from talkinghead.models.guide import WarpGuide
 from talkinghead.errors import TalkingHeadError
 
 
@@ -132,14 +132,16 @@ class DetailRenderer(nn.Module):
     """
 
     def __init__(self, generator: nn.Module, psi: Tensor, shots: Tensor, shots_hi: Tensor, shot_landmarks: Tensor,
-                 shot_penalty: Tensor | None, config: DetailConfig, mouth: MouthConfig | None = None):
+                 shot_penalty: Tensor | None, config: DetailConfig, guide: WarpGuide | None = None):
         super().__init__()
         self.generator = generator
         self.network_size = int(shots.shape[-1])
         self.config = config
-        self.mouth = mouth  # the network's guide's distrust inside the mouth (None: defaults), as AvatarRenderer
-        self.guided = bool(getattr(generator, "warp_guidance", False))
-        self.fuse = int(getattr(generator, "warp_shots", 1)) if self.guided else 1
+        # The guide G reads (fusing its shots), or the classical warp's for the paper's G, whose
+        # output the detail is added to where it agrees with that warp.
+        self.builder = guide or WarpGuide.for_generator(generator) or WarpGuide()
+        self.guided = bool(generator.warp_guidance)
+        self.fuse = self.builder.fuse
         self.register_buffer("psi", psi.reshape(-1))
         self.register_buffer("shots", shots)  # (K, 3, S, S) in [-1, 1], the network's own crops
         self.register_buffer("shots_hi", shots_hi)  # (K, 3, H, H) in [-1, 1]
@@ -160,7 +162,7 @@ class DetailRenderer(nn.Module):
     def guide(self, landmarks: Tensor, size: int, shot_bias: Tensor | None = None, fuse: int | None = None,
               penalty: bool = True, trust: bool = True) -> Tensor:
         """(B, 4, O, O): the ``fuse`` (default: G's) nearest shots warped onto ``landmarks``
-        (B, 68, 2, S-px) at size O, and the trust mask (:func:`~talkinghead.data.warp.warp_guide`).
+        (B, 68, 2, S-px) at size O, and the trust mask (:class:`~talkinghead.models.guide.WarpGuide`).
         ``penalty=False``: shots ranked by landmark distance alone (the classical warp).
         ``trust=False``: the trust mask without the mouth's distrust (which only G reads, and
         which costs more than the warp at 512 px); the colours of one shot are the same."""
@@ -172,10 +174,10 @@ class DetailRenderer(nn.Module):
         shots = self.shots_at(size)
         map_resolution = None if size == self.network_size else max(self.config.map_resolution,
                                                                      self.network_size // 2)
-        return warp_guide(shots[None].expand(b, -1, -1, -1, -1),
-                          (self.shot_landmarks * scale)[None].expand(b, -1, -1, -1),
-                          landmarks.float() * scale, fuse=self.fuse if fuse is None else fuse, penalty=extra,
-                          map_resolution=map_resolution, mouth=self.mouth if trust else NO_MOUTH_DISTRUST)
+        return self.builder(shots[None].expand(b, -1, -1, -1, -1),
+                            (self.shot_landmarks * scale)[None].expand(b, -1, -1, -1),
+                            landmarks.float() * scale, fuse=self.fuse if fuse is None else fuse, penalty=extra,
+                            map_resolution=map_resolution, mouth=None if trust else NO_MOUTH_DISTRUST)
 
     def classical_warp(self, landmarks: Tensor, size: int) -> Tensor:
         """(B, 3, O, O): the classical warp at output size, the baseline: the nearest shot (by

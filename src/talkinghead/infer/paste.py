@@ -9,6 +9,8 @@ so there is no seam where the crop ends.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -20,6 +22,17 @@ from talkinghead.data.warp import head_mask
 MASK_RESOLUTION = 64
 
 
+@functools.lru_cache(maxsize=8)
+def coarse_head_mask(landmarks: bytes, size: int) -> np.ndarray:
+    """(R, R) float32, R = :data:`MASK_RESOLUTION`: the head mask of (68, 2) float32 landmarks
+    (given as bytes, so that the source's, the same every frame, is computed once)."""
+    marks = torch.from_numpy(np.frombuffer(landmarks, np.float32).reshape(1, 68, 2).copy())
+    with torch.inference_mode():
+        mask = head_mask(marks, size, resolution=MASK_RESOLUTION, upsample=False)[0, 0].numpy()
+    mask.flags.writeable = False  # shared between calls
+    return mask
+
+
 def paste_mask(landmarks: np.ndarray, source_landmarks: np.ndarray, size: int, feather: float) -> np.ndarray:
     """(O, O) float32 in [0, 1]: where the rendered crop replaces the photo.
 
@@ -28,9 +41,8 @@ def paste_mask(landmarks: np.ndarray, source_landmarks: np.ndarray, size: int, f
         source_landmarks: (68, 2) the source photo's, same coordinates.
         feather: the fade at the crop's border, as a fraction of O.
     """
-    marks = torch.from_numpy(np.stack([landmarks, source_landmarks]).astype(np.float32))
-    masks = head_mask(marks, size, resolution=MASK_RESOLUTION, upsample=False)  # (2, 1, R, R)
-    union = masks.amax(dim=0)[0].numpy()
+    mask_now = coarse_head_mask(np.asarray(landmarks, np.float32).tobytes(), size)
+    union = np.maximum(mask_now, coarse_head_mask(np.asarray(source_landmarks, np.float32).tobytes(), size))
     mask = cv2.resize(union, (size, size), interpolation=cv2.INTER_LINEAR)
     ramp = max(1.0, feather * size)
     edge = np.minimum(np.arange(size) + 0.5, size - 0.5 - np.arange(size)) / ramp

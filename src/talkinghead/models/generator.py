@@ -14,7 +14,7 @@ Layer widths at resolution level l (size S / 2**l)::
 so the wide layers live at low resolution and full resolution stays at ``base`` channels.
 
 With ``model.warp_guidance`` (not in the paper) G also takes a *guide*: the nearest shot
-warped onto the target landmarks and its trust mask (:func:`talkinghead.data.warp.warp_guide`),
+warped onto the target landmarks and its trust mask (:class:`talkinghead.models.guide.WarpGuide`),
 concatenated with the sketch at the input, and its output layer adds a blend logit:
 ``out = α·warped + (1 − α)·synthesised`` with ``α = sigmoid(logit + GUIDE_BLEND_BIAS)``;
 with ``model.warp_correction`` a bounded correction Δ is added to the warped shot first. The
@@ -80,7 +80,7 @@ class Generator(nn.Module):
 
         self.warp_guidance = cfg.warp_guidance
         self.warp_correction = cfg.warp_guidance and cfg.warp_correction
-        #: How many nearest shots the guide fuses (:func:`talkinghead.data.warp.warp_guide`).
+        #: How many nearest shots the guide fuses (:class:`talkinghead.models.guide.WarpGuide`).
         self.warp_shots = cfg.warp_shots
         # Encoder: level l-1 -> l, affine (non-adaptive) instance norm.
         down: list[nn.Module] = []

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from talkinghead.config import Config
 from talkinghead.data.sketch import landmarks_to_sketch_batch
-from talkinghead.data.warp import warp_guide
 from talkinghead.progress import ProgressBar, ProgressCallback
 from talkinghead.losses import build_content_loss
+from talkinghead.models.guide import WarpGuide
 from talkinghead.train.steps import discriminator_losses, generator_losses
 
 
@@ -132,7 +132,7 @@ def finetune(
             onto its (moved) landmarks, as at inference (from itself when K = 1).
         steps: optimiser steps (each: one G step, ``disc_steps`` D steps).
         shot_penalty: (K,) added to the shots' landmark distances when the guide picks them
-            (:func:`~talkinghead.data.warp.unreliable_shot_penalty`), as at inference.
+            (:meth:`~talkinghead.models.guide.WarpGuide.shot_penalty`), as at inference.
         on_progress: called after each step (:mod:`talkinghead.progress`); may raise to stop.
 
     Returns:
@@ -144,8 +144,8 @@ def finetune(
     D = copy.deepcopy(discriminator).train()
     psi = nn.Parameter(psi.detach().clone().float())
     w = nn.Parameter(w.detach().clone().float())
-    guided = bool(getattr(G, "warp_guidance", False))
-    if guided and landmarks is None:
+    guide = WarpGuide.for_generator(G, config)
+    if guide is not None and landmarks is None:
         raise ValueError("fine-tuning a warp-guided G needs the shots' landmarks")
     if steps <= 0:
         return G.eval(), psi.detach(), []
@@ -174,15 +174,15 @@ def finetune(
             if tc.finetune_warp > 0:
                 real, moved = random_similarity_warp(real, moved, generator_rng, tc.finetune_warp)
             sketch = landmarks_to_sketch_batch(moved.numpy(), real.shape[-1]).to(device)
-        guide = None
-        if guided:
+        guide_image = None
+        if guide is not None:
             with torch.no_grad():
-                guide = warp_guide(images[None].expand(len(pick), -1, -1, -1, -1),
-                                   landmarks[None].expand(len(pick), -1, -1, -1).to(device),
-                                   moved.float().to(device), exclude=pick, fuse=G.warp_shots,
-                                   penalty=None if shot_penalty is None else shot_penalty.to(device)[None])
+                guide_image = guide(images[None].expand(len(pick), -1, -1, -1, -1),
+                                    landmarks[None].expand(len(pick), -1, -1, -1).to(device),
+                                    moved.float().to(device), exclude=pick,
+                                    penalty=None if shot_penalty is None else shot_penalty.to(device)[None])
         with autocast:
-            fake = G(sketch, psi, guide)
+            fake = G(sketch, psi, guide_image)
             if tc.finetune_adversarial:
                 loss_g, terms = generator_losses(fake, real, sketch, D, {"w": w}, content, lc)
             else:

@@ -26,8 +26,9 @@ import torch.distributed as dist
 
 from talkinghead.config import Config
 from talkinghead.data.episodes import to_unit_range
-from talkinghead.data.warp import paste_occluders, warp_guide
+from talkinghead.data.augment import paste_occluders
 from talkinghead.losses import ContentLoss, embedding_match_loss
+from talkinghead.models.guide import WarpGuide
 from talkinghead.train.steps import discriminator_losses, generator_losses
 
 LATEST = "latest.safetensors"
@@ -99,38 +100,38 @@ def reduce_sparse_rows(param: torch.nn.Parameter) -> None:
     param.grad = summed / world
 
 
-def episode_guide(episodes: dict, fuse: int = 1, occlusion: float = 0.0) -> torch.Tensor:
-    """The warp-guided G's guide: the ``fuse`` shots nearest each target warped onto its
-    landmarks and averaged (:func:`warp_guide`) → (B, 4, S, S); with ``occlusion`` > 0 and
-    B > 1, that fraction of rows gets a hand-like patch of the next row's target
-    (:func:`paste_occluders`; B = 1 has no other person to take it from)."""
+def episode_guide(episodes: dict, guide: WarpGuide, fuse: int = 1, occlusion: float = 0.0) -> torch.Tensor:
+    """The warp-guided G's guide (:class:`~talkinghead.models.guide.WarpGuide`) of ``fuse`` shots
+    for each episode's target → (B, 4, S, S); with ``occlusion`` > 0 and B > 1, that fraction of
+    rows gets a hand-like patch of the next row's target (:func:`paste_occluders`; B = 1 has no
+    other person to take it from)."""
     with torch.no_grad():
-        guide = warp_guide(episodes["frames"], episodes["landmarks"].float(), episodes["target_landmarks"].float(),
-                           fuse=fuse)
-        if occlusion > 0 and guide.shape[0] > 1:
-            donors = episodes["target"].roll(1, dims=0).to(guide.dtype)
-            guide = paste_occluders(guide, donors, episodes["target_landmarks"], occlusion)
-        return guide
+        out = guide(episodes["frames"], episodes["landmarks"].float(), episodes["target_landmarks"].float(),
+                    fuse=fuse)
+        if occlusion > 0 and out.shape[0] > 1:
+            donors = episodes["target"].roll(1, dims=0).to(out.dtype)
+            out = paste_occluders(out, donors, episodes["target_landmarks"], occlusion)
+        return out
 
 
-def embed_and_render(episodes: dict, E, render, guided: bool = False, fuse: int = 1,
+def embed_and_render(episodes: dict, E, render, guide: WarpGuide | None = None, fuse: int = 1,
                      occlusion: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """ê from the K shots and G's rendering of the target sketch: (ê (B, N), fake (B, 3, S, S)).
-    ``guided`` (``model.warp_guidance``): G also gets :func:`episode_guide` of ``fuse`` shots
+    ``guide`` (a warp-guided G's): G also gets :func:`episode_guide` of ``fuse`` shots
     (``occlusion``: its pasted occluders), stored in ``episodes``."""
     e_hat = E(episodes["frames"], episodes["sketches"]).float().mean(dim=1)  # (B, N)
-    if guided and "guide" not in episodes:
-        episodes["guide"] = episode_guide(episodes, fuse, occlusion)
+    if guide is not None and "guide" not in episodes:
+        episodes["guide"] = episode_guide(episodes, guide, fuse, occlusion)
     fake = render(episodes["target_sketch"], e_hat, episodes.get("guide"))  # (B, 3, S, S)
     return e_hat, fake
 
 
-def guide_shots(config: Config) -> int:
-    """Shots fused into this batch's guide: ``model.warp_shots``, or 1 for a random
+def guide_shots(guide: WarpGuide, config: Config) -> int:
+    """Shots fused into this batch's guide: the guide's own (G's ``warp_shots``), or 1 for a random
     ``train.warp_single_shot_fraction`` of batches (one-shot avatars see a lone warped shot)."""
-    if config.model.warp_shots > 1 and float(torch.rand(())) < config.train.warp_single_shot_fraction:
+    if guide.fuse > 1 and float(torch.rand(())) < config.train.warp_single_shot_fraction:
         return 1
-    return config.model.warp_shots
+    return guide.fuse
 
 
 class OptimizerPair:
@@ -161,13 +162,16 @@ class MetaNetworks:
     opt_g: torch.optim.Optimizer  # E and G (with P)
     opt_d: OptimizerPair  # D's trunk and its rows W
     content: ContentLoss
+    guide: WarpGuide | None = None  # a warp-guided G's guide (:meth:`WarpGuide.for_generator`); None: G is not
 
     @classmethod
-    def from_models(cls, E, G, D, optimizers: dict[str, torch.optim.Optimizer],
-                    content: ContentLoss) -> "MetaNetworks":
-        """Unwrapped networks and :func:`~talkinghead.train.trainer.build_optimizers`' dict."""
+    def from_models(cls, E, G, D, optimizers: dict[str, torch.optim.Optimizer], content: ContentLoss,
+                    config: Config | None = None) -> "MetaNetworks":
+        """Unwrapped networks and :func:`~talkinghead.train.trainer.build_optimizers`' dict;
+        ``config``'s guide settings for a warp-guided G (default: today's)."""
         return cls(E, RenderFromEmbedding(G), D, D, optimizers["g"],
-                   OptimizerPair(optimizers["d"], optimizers["w"]), content)
+                   OptimizerPair(optimizers["d"], optimizers["w"]), content,
+                   WarpGuide.for_generator(G, config))
 
 
 @dataclass
@@ -194,15 +198,15 @@ def meta_step(batch: dict, nets: MetaNetworks, config: Config, device: torch.dev
     E, render, D, raw_d, content = nets.E, nets.render, nets.D, nets.raw_d, nets.content
     opt_g, opt_d = nets.opt_g, nets.opt_d
     tc, lc = config.train, config.loss
-    guided = config.model.warp_guidance
-    fuse = guide_shots(config)
+    guide = nets.guide
+    fuse = guide_shots(guide, config) if guide is not None else 1
     episodes = episodes_on_device(batch, device)
     target, target_sketch = episodes["target"], episodes["target_sketch"]  # (B, 3, S, S)
     video_index = episodes["video_index"]  # (B,)
 
     # E and G: embed the K frames, render the target sketch, step on L_CNT + L_ADV + L_MCH.
     with autocast(config, device):
-        e_hat, fake = embed_and_render(episodes, E, render, guided, fuse, tc.guide_occlusion)
+        e_hat, fake = embed_and_render(episodes, E, render, guide, fuse, tc.guide_occlusion)
         loss_g, terms = generator_losses(fake, target, target_sketch, raw_d,
                                          {"video_index": video_index}, content, lc)
         rows = raw_d.rows(video_index).detach()
@@ -222,7 +226,7 @@ def meta_step(batch: dict, nets: MetaNetworks, config: Config, device: torch.dev
     for more in disc_batches[: max(tc.disc_steps - 1, 0)]:
         more = episodes_on_device(more, device)
         with torch.no_grad(), autocast(config, device):
-            more_e_hat, more_fake = embed_and_render(more, E, render, guided, fuse, tc.guide_occlusion)
+            more_e_hat, more_fake = embed_and_render(more, E, render, guide, fuse, tc.guide_occlusion)
         d_episodes.append((more["target"], more_fake, more["target_sketch"], more["video_index"], more_e_hat))
     for k in range(tc.disc_steps):
         real, fake_k, sketch_k, index_k, e_hat_k = d_episodes[min(k, len(d_episodes) - 1)]
@@ -235,7 +239,7 @@ def meta_step(batch: dict, nets: MetaNetworks, config: Config, device: torch.dev
         opt_d.step()
     # ‖ê‖ watches for a collapsed embedder (ê ≡ 0 makes every person look the same).
     terms = {**terms, **d_terms, "embedding_match": mch, "embedding/mean_abs": e_hat.detach().abs().mean()}
-    shown = episodes["guide"][:, None, :3] if guided else episodes["frames"]
+    shown = episodes["guide"][:, None, :3] if guide is not None else episodes["frames"]
     return MetaStepResult(shown, target_sketch, target, fake, loss_g, loss_d, terms)
 
 

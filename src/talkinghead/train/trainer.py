@@ -31,6 +31,7 @@ from talkinghead.train import meta
 from talkinghead.train.distributed import DistInfo, agree_max, all_reduce_mean, any_rank
 from talkinghead.train.meta import LATEST, OptimizerPair, RenderFromEmbedding, latest_checkpoint  # noqa: F401
 from talkinghead.losses import build_content_loss
+from talkinghead.models.guide import WarpGuide
 from talkinghead.train.steps import image_grid
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,8 @@ class Trainer:
         tc, info = self.config.train, self.info
         E, render, D, raw_d = self._wrapped()
         nets = meta.MetaNetworks(E, render, D, raw_d, self.optimizers["g"],
-                                 meta.OptimizerPair(self.optimizers["d"], self.optimizers["w"]), self.content)
+                                 meta.OptimizerPair(self.optimizers["d"], self.optimizers["w"]), self.content,
+                                 WarpGuide.for_generator(self.networks["G"], self.config))
         writer = None
         if info.is_main:
             from torch.utils.tensorboard import SummaryWriter
