@@ -10,6 +10,10 @@ Output-size rows (``--output-sizes``): the bundled model rendering at 256/512 px
 128-px network (:mod:`talkinghead.infer.detail`: the shots warped at output size), K = 1 and
 8 shots at 512 px, with each frame pasted back into a photo 1.5× the output size
 (``animate --paste-back``), so the output-resolution warp and the paste-back are included.
+Each is timed with the mouth path on (the default: the guide's distrust inside an opening mouth
+and the drawn interior, :mod:`talkinghead.infer.mouth_interior`) and off, in turn; the
+procedural track opens its mouth wider than the first shot in most frames, so K = 1 draws an
+interior in most frames.
 The machine's load average is printed with every row (a shared machine's figures depend on it),
 and the process's CPU time per frame (all threads), which depends less on it.
 
@@ -113,9 +117,9 @@ def output_size_rows(sizes: list[int], device: str, frames: int) -> None:
 
     cuda = torch.device(device).type == "cuda"
     print(f"\n# output sizes, bundled model, {frames} frames, paste-back into a photo 1.5x the output size")
-    print("| output px | shots | frames/s | ms/frame | of which render | CPU ms/frame (all threads) "
-          "| load average (1, 5, 15 min) before → after |")
-    print("|---:|---:|---:|---:|---:|---:|---|")
+    print("| output px | shots | mouth path | frames/s | ms/frame | of which render | CPU ms/frame (all threads) "
+          "| frames with an interior | load average (1, 5, 15 min) before → after |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for size in sizes:
         track = procedural_track(128, frames=max(frames, 8))
         for shots in (1, 8):
@@ -126,22 +130,25 @@ def output_size_rows(sizes: list[int], device: str, frames: int) -> None:
             photo = np.full((size * 3 // 2, size * 3 // 2, 3), 128, np.uint8)
             avatar.source_image, avatar.source_box = photo, np.array([size * 0.75, size * 0.75, size], np.float32)
             avatar.animate(track[:16], progress=False, size=size)  # warm-up
-            if cuda:
-                torch.cuda.synchronize()
-            load = load_average()
-            cpu0 = time.process_time()
-            t0 = time.perf_counter()
-            rendered = avatar.animate(track[:frames], progress=False, size=size)
-            if cuda:
-                torch.cuda.synchronize()
-            t1 = time.perf_counter()
-            for t in range(frames):
-                paste_frame(avatar, rendered[t], track[t])
-            dt = time.perf_counter() - t0
-            cpu = time.process_time() - cpu0
-            print(f"| {size} | {shots} | {frames / dt:.1f} | {1000 * dt / frames:.1f} | "
-                  f"{1000 * (t1 - t0) / frames:.1f} | {1000 * cpu / frames:.1f} | {load} → {load_average()} |",
-                  flush=True)
+            for mouth in (False, True, False, True):
+                avatar.config.mouth.guide_distrust = avatar.config.mouth.draw_interior = mouth
+                drawn = int((avatar.mouth_levels(track[:frames]) > 0).sum())
+                if cuda:
+                    torch.cuda.synchronize()
+                load = load_average()
+                cpu0 = time.process_time()
+                t0 = time.perf_counter()
+                rendered = avatar.animate(track[:frames], progress=False, size=size)
+                if cuda:
+                    torch.cuda.synchronize()
+                t1 = time.perf_counter()
+                for t in range(frames):
+                    paste_frame(avatar, rendered[t], track[t])
+                dt = time.perf_counter() - t0
+                cpu = time.process_time() - cpu0
+                print(f"| {size} | {shots} | {'on' if mouth else 'off'} | {frames / dt:.1f} | {1000 * dt / frames:.1f} | "
+                      f"{1000 * (t1 - t0) / frames:.1f} | {1000 * cpu / frames:.1f} | {drawn}/{frames} | "
+                      f"{load} → {load_average()} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -74,8 +74,10 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", default="dev")
+    parser.add_argument("--clips", type=int, default=0, help="only the first N clips (0: all)")
     args = parser.parse_args()
-    for clip in split_clips(args.split):
+    clips = split_clips(args.split)
+    for clip in clips[:args.clips] if args.clips else clips:
         marks, valid = clip_track(clip)
         gap = mouth_opening(marks)
         print(f"{clip.name:24s} {len(marks):4d} frames, valid {valid.mean():.2f}, "

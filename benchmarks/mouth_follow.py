@@ -63,9 +63,10 @@ def follow(avatar, driver: np.ndarray, fps: float, modes=tuple(MODES)) -> dict[s
     smooth = smoothed(DrivingTrack(driver, fps, 0, None)).landmarks
     out = {}
     for name in modes:
-        adapted = adapt_landmarks(smooth, avatar.reference_landmarks, **MODES[name])
-        frames = avatar.animate(adapted, progress=False)
-        found, _ = detect_landmarks_on_images(frames, adapted)
+        adapted = adapt_landmarks(smooth, avatar.landmarks, **MODES[name])
+        frames = avatar.animate(adapted, progress=False)  # at the avatar's output size, as animate renders
+        scale = frames.shape[1] / avatar.size
+        found, _ = detect_landmarks_on_images(frames, (adapted + 0.5) * scale - 0.5)
         out[name] = correlation(mouth_opening(found), mouth_opening(driver))
     return out
 
@@ -84,8 +85,12 @@ def table(rows: list[tuple[str, dict]], title: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the CLI's)")
-    parser.add_argument("--clips", type=int, default=0, help="only the first N dev clips (0: all)")
+    parser.add_argument("--clips", type=int, default=0, help="only the first N dev clips (0: all; -1: none)")
     parser.add_argument("--no-cross", action="store_true", help="skip the cross-person pairs")
+    parser.add_argument("--frames", type=int, default=60, help="driving frames per clip (default 60)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--portraits", nargs="+", default=list(PORTRAITS), help="cross-person sources")
+    parser.add_argument("--drivers", nargs="+", default=list(CROSS_DRIVERS), help="cross-person driving clips")
     args = parser.parse_args()
     import torch
 
@@ -95,21 +100,23 @@ def main() -> None:
     start = time.perf_counter()
     clips = split_clips("dev")
     clips = clips[:args.clips] if args.clips else clips
+    clips = [] if args.clips < 0 else clips
     rows = []
     for clip in clips:
         driver, _valid = clip_track(clip)
         half = len(driver) // 2
         avatar = Avatar.from_images(even_frames(clip, SHOTS, half), finetune_steps=args.steps, progress=False)
-        rows.append((clip.name, follow(avatar, driver[half:], clip.fps)))
+        rows.append((clip.name, follow(avatar, driver[half:half + args.frames], clip.fps, args.modes)))
         print(clip.name, {k: round(v, 3) for k, v in rows[-1][1].items()}, flush=True)
-    table(rows, f"dev clip ({SHOTS} shots, self-driven)")
+    if rows:
+        table(rows, f"dev clip ({SHOTS} shots, self-driven)")
     if not args.no_cross:
-        drivers = {c.name: c for c in split_clips("dev") if c.name in CROSS_DRIVERS}
+        drivers = {c.name: c for c in split_clips("dev") if c.name in args.drivers}
         cross = []
-        for portrait in PORTRAITS:
+        for portrait in args.portraits:
             avatar = Avatar.from_images([FACES / portrait], finetune_steps=args.steps, progress=False)
             for name, clip in drivers.items():
-                cross.append((f"{Path(portrait).stem} ← {name}", follow(avatar, clip_track(clip)[0], clip.fps,
+                cross.append((f"{Path(portrait).stem} ← {name}", follow(avatar, clip_track(clip)[0][:args.frames], clip.fps,
                                                                        ("old default", "default"))))
                 print(cross[-1][0], {k: round(v, 3) for k, v in cross[-1][1].items()}, flush=True)
         table(cross, "portrait ← dev clip (1 shot)")

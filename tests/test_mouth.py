@@ -66,3 +66,51 @@ def test_an_open_target_lowers_the_guides_trust_between_the_lips():
     near = inner_lip_mask(target, SIZE)[0, 0] > 0  # with the feathered edge
     assert float(on[0, 3][inside].mean()) < 0.1 < float(off[0, 3][inside].mean())
     assert torch.equal(on[:, :3], off[:, :3]) and torch.equal(on[0, 3][~near], off[0, 3][~near])
+
+
+def test_drawn_interior_has_a_dark_cavity_and_light_upper_teeth_at_output_resolution():
+    from talkinghead.infer.mouth_interior import MouthPalette, draw_interior, interior_level
+
+    size = 512
+    marks = face(14.0).numpy()[0].astype(np.float64) * size / SIZE
+    image = np.full((size, size, 3), 180, np.uint8)
+    palette = MouthPalette(np.array([200.0, 110, 100]), np.array([235.0, 228, 215]),
+                           np.array([60.0, 25, 22]), np.array([180.0, 80, 80]))
+    out = draw_interior(image, marks, 1.0, palette)
+    inside = inner_lip_mask(torch.from_numpy(marks[None]).float(), size, feather=0)[0, 0].numpy() > 0
+    near = inner_lip_mask(torch.from_numpy(marks[None]).float(), size, feather=6)[0, 0].numpy() > 0
+    assert np.array_equal(out[~near], image[~near])  # nothing drawn outside the lips
+    light = out[inside].mean(1)
+    assert light.min() < 90 and light.max() > 190  # a cavity and teeth, not one smear
+    # the teeth hang from the upper lip: the lightest rows are the top ones
+    rows = np.flatnonzero(inside.any(1))
+    top, bottom = rows[: len(rows) // 4], rows[len(rows) // 2:]
+    mean_row = lambda r: out[r][inside[r]].mean()
+    assert np.mean([mean_row(r) for r in top]) > np.mean([mean_row(r) for r in bottom])
+    assert draw_interior(image, marks, 0.0, palette) is image
+    assert np.allclose(interior_level(np.array([0.1, 0.2, 0.4]), np.array([0.05, 0.1]), 0.15), [0, 2 / 3, 1])
+
+
+def test_avatar_draws_an_interior_only_where_the_target_opens_wider_than_its_shot(astronaut_avatar):
+    from talkinghead.infer.expression import open_mouth
+
+    base = astronaut_avatar.reference_landmarks[None].astype(np.float64)
+    width = np.linalg.norm(base[0, 54] - base[0, 48])
+    track = np.concatenate([open_mouth(base, 0.0), open_mouth(base, 1.0, 0.5)]).astype(np.float32)  # shut, wide
+    levels = astronaut_avatar.mouth_levels(track)
+    assert levels[0] == 0 and levels[1] == 1
+    mouth = astronaut_avatar.config.mouth
+    size = 256
+    try:
+        on = astronaut_avatar.animate(track, progress=False, size=size, consecutive=False)
+        mouth.draw_interior = False
+        off = astronaut_avatar.animate(track, progress=False, size=size, consecutive=False)
+    finally:
+        mouth.draw_interior = True
+    assert on.shape == (2, size, size, 3)
+    assert np.array_equal(on[0], off[0])  # a closed mouth is left as rendered
+    scaled = torch.from_numpy((track[1:] + 0.5) * size / astronaut_avatar.size - 0.5)
+    inside = inner_lip_mask(scaled, size, feather=0)[0, 0].numpy() > 0
+    assert inside.sum() > 0.002 * size * size and width > 0
+    assert np.abs(on[1][inside].astype(int) - off[1][inside]).mean() > 20  # the interior replaced the smear
+    assert on[1][inside].mean(1).min() < 80  # with a dark cavity

@@ -101,3 +101,18 @@ def test_neutral_reference_is_the_nearest_head_pose_whatever_the_mouth_does():
     track = np.stack([move_landmarks(base, angle_deg=20), _opened(base, 25), move_landmarks(base, angle_deg=-15),
                       _opened(move_landmarks(base, angle_deg=8), 2)])
     assert pick_neutral_frame(track, avatar) == 1
+
+
+def test_relative_mode_starts_from_the_shot_nearest_the_drivers_pose():
+    from talkinghead.infer.reenact import pick_neutral_pair
+
+    front = template_landmarks(128)
+    turned = move_landmarks(template_landmarks(128), angle_deg=25)
+    shots = np.stack([front, turned])
+    driver = move_landmarks(template_landmarks(256), angle_deg=25)
+    track = np.stack([driver, _opened(driver, 10)])
+    assert pick_neutral_pair(track, shots) == (0, 1)
+    out = adapt_landmarks(track, shots)
+    assert np.allclose(out[0], turned, atol=1e-2)  # the turned shot's face, not the front one turned further
+    # absolute mode and the other references keep aligning onto the first shot
+    assert np.allclose(adapt_landmarks(track, shots, reference="first")[0], front, atol=1e-2)

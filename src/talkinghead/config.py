@@ -301,6 +301,10 @@ class MouthConfig:
     #: guide as the bundled model was trained with.
     guide_distrust: bool = True
     distrust_ramp: float = 0.15
+    #: Draw a mouth interior (cavity, teeth, tongue; :mod:`talkinghead.infer.mouth_interior`) on
+    #: the finished frames where the target opens wider than every shot, at the frames' own
+    #: resolution, faded in over ``distrust_ramp``. False: the generator's mouth as it renders.
+    draw_interior: bool = True
 
     def validate(self) -> None:
         _check_fields(self, "mouth", positive=("distrust_ramp",))

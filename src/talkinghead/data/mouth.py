@@ -14,7 +14,6 @@ run in data-loader workers, in inference and in an ONNX graph) and work at any i
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from talkinghead.config import MouthConfig
@@ -44,31 +43,34 @@ def lip_opening(landmarks: Tensor) -> Tensor:
 
 
 def polygon_mask(points: Tensor, size: int, feather: int = 1) -> Tensor:
-    """(B, P, 2) polygon corners in pixels → (B, 1, size, size) mask, 1 inside (even-odd rule,
-    pixel centres), edges softened by a ``2·feather + 1`` box filter (0: hard)."""
+    """(B, P, 2) corners of convex polygons in pixels (either winding) → (B, 1, size, size)
+    mask: each pixel centre's signed distance inside the nearest edge, ramped over
+    ``2·feather`` pixels (0: a hard edge at the polygon's border). A non-convex polygon gives
+    the intersection of its edges' half-planes (a little less than its inside)."""
     b = points.shape[0]
-    axis = torch.arange(size, dtype=torch.float32, device=points.device)
+    axis = torch.arange(int(size), dtype=torch.float32, device=points.device)
     y, x = torch.meshgrid(axis, axis, indexing="ij")
-    x, y = x.reshape(1, -1, 1), y.reshape(1, -1, 1)  # (1, S·S, 1)
+    pixels = torch.stack([x.reshape(-1), y.reshape(-1)], -1)  # (S·S, 2)
     start = points.float()
-    end = torch.roll(start, -1, dims=1)
-    x0, y0 = start[:, None, :, 0], start[:, None, :, 1]  # (B, 1, P)
-    x1, y1 = end[:, None, :, 0], end[:, None, :, 1]
-    straddles = (y0 > y) != (y1 > y)  # (B, S·S, P)
-    dy = torch.where((y1 - y0).abs() < 1e-9, torch.full_like(y1, 1e-9), y1 - y0)
-    crossing_x = x0 + (y - y0) * (x1 - x0) / dy
-    crossings = (straddles & (x < crossing_x)).sum(-1)  # (B, S·S)
-    mask = (crossings % 2).float().reshape(b, 1, size, size)
-    if feather > 0:
-        k = 2 * feather + 1
-        mask = F.avg_pool2d(mask, k, stride=1, padding=feather, count_include_pad=False)
-    return mask
+    edge = torch.roll(start, -1, dims=1) - start  # (B, P, 2)
+    length = edge.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    normal = torch.stack([-edge[..., 1], edge[..., 0]], -1) / length  # left-hand normals
+    # Twice the signed area says the winding; the normals are turned to point inwards.
+    area = (start[..., 0] * torch.roll(start[..., 1], -1, 1) - torch.roll(start[..., 0], -1, 1) * start[..., 1]).sum(1)
+    normal = normal * torch.where(area < 0, -1.0, 1.0)[:, None, None]
+    offset = (normal * start).sum(-1)  # (B, P)
+    inside = (pixels @ normal.transpose(1, 2) - offset[:, None, :]).amin(-1)  # (B, S·S) px inside
+    ramp = 2.0 * feather if feather > 0 else 1e-3
+    mask = (inside / ramp + (0.5 if feather > 0 else 0.0)).clamp(0.0, 1.0)
+    mask = mask * (area.abs() / 2).clamp(max=1.0)[:, None]  # a polygon of no area (shut lips) is empty
+    return mask.reshape(b, 1, int(size), int(size))
 
 
 def inner_lip_mask(landmarks: Tensor, size: int, feather: int | None = None) -> Tensor:
     """(B, 68, 2) landmarks in pixels of a ``size``-px image → (B, 1, size, size) soft mask of the
     inside of the inner lips (between them when the mouth is open; empty when closed).
     ``feather`` defaults to about 1 % of the size."""
+    size = int(size)  # a traced (ONNX) shape is fixed per graph
     feather = max(1, round(size / 100)) if feather is None else feather
     return polygon_mask(landmarks[:, INNER_LIPS], size, feather)
 
@@ -86,9 +88,12 @@ def guide_distrust(shot_landmarks: Tensor, target_landmarks: Tensor, size: int,
         ``config.guide_distrust`` is off.
     """
     config = config or MouthConfig()
+    size = int(size)
     b = target_landmarks.shape[0]
     if not config.guide_distrust:
         return torch.zeros(b, 1, size, size, device=target_landmarks.device)
     excess = lip_opening(target_landmarks.float()) - lip_opening(shot_landmarks.float().to(target_landmarks.device))
     level = (excess / config.distrust_ramp).clamp(0.0, 1.0)  # (B,)
+    if not torch.jit.is_tracing() and not bool((level > 0).any()):  # mouths no wider than the shots: no mask
+        return torch.zeros(b, 1, size, size, device=target_landmarks.device)
     return inner_lip_mask(target_landmarks.float(), size) * level[:, None, None, None]

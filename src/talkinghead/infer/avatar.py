@@ -66,6 +66,11 @@ def _stack_inputs(crops: np.ndarray, landmarks: np.ndarray, device) -> tuple[Ten
     return frames, sketches
 
 
+#: Gaussian σ (network pixels) that makes a drawn mouth interior as soft as a face enlarged from
+#: the network's resolution.
+MOUTH_BLUR = 1.2
+
+
 class Avatar:
     """A person-specific generator: G' with AdaIN parameters ψ', ready to render any landmarks."""
 
@@ -118,7 +123,9 @@ class Avatar:
 
     @property
     def reference_landmarks(self) -> np.ndarray:
-        """(68, 2): the first shot's landmarks; relative driving starts from this face."""
+        """(68, 2): the first shot's landmarks: absolute driving aligns onto this face, and the
+        paste-back's source head is this one (relative driving may start from another shot,
+        :func:`~talkinghead.infer.reenact.adapt_landmarks`)."""
         return self.landmarks[0]
 
     # -- construction ----------------------------------------------------------------------------
@@ -284,7 +291,8 @@ class Avatar:
 
     def animate(self, landmarks: np.ndarray, batch_size: int = 16, progress: bool = True,
                 half: bool = False, consecutive: bool = True, shot_smoothing: float | None = None,
-                on_progress: ProgressCallback | None = None, size: int | None = None) -> np.ndarray:
+                on_progress: ProgressCallback | None = None, size: int | None = None,
+                mouths: bool = True) -> np.ndarray:
         """Render one frame per landmark set.
 
         Args:
@@ -300,6 +308,7 @@ class Avatar:
             size: output size O in px (default :attr:`output_size`: the source face's own
                 resolution, up to ``detail.max_size``); above the network's size the detail
                 comes from the shots warped at O (:mod:`talkinghead.infer.detail`).
+            mouths: draw mouth interiors (:meth:`draw_mouths`) on the finished O-px frames.
         Returns:
             (T, O, O, 3) uint8 RGB frames.
         """
@@ -324,9 +333,53 @@ class Avatar:
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 images = self.render_at(sketches, chunk, size, None if bias is None else bias[start:start + len(chunk)])
             out[start:start + len(chunk)] = tensor_to_image(images)
+        if mouths:
+            scale = out.shape[1] / self.size  # network crop pixels → output pixels
+            self.draw_mouths(out, (landmarks + 0.5) * scale - 0.5, enlarged=scale)
         return out
 
-    def animate_track(self, track, mode: str = "relative", reference: str | int = "first", smooth: bool = True,
+    def mouth_levels(self, landmarks: np.ndarray) -> np.ndarray:
+        """(T, 68, 2) target landmarks → (T,) opacity of the drawn mouth interior: 0 where some
+        shot opens as wide as the target (the warped shot guides the mouth), rising to 1 over
+        ``mouth.distrust_ramp`` inter-ocular distances wider; all 0 with ``mouth.draw_interior`` off."""
+        from talkinghead.data.mouth import lip_opening
+        from talkinghead.infer.mouth_interior import interior_level
+
+        landmarks = np.asarray(landmarks, np.float32)
+        if not self.config.mouth.draw_interior or not len(landmarks):
+            return np.zeros(len(landmarks))
+        opening = lip_opening(torch.from_numpy(landmarks)).numpy()
+        shots = lip_opening(torch.from_numpy(self.landmarks)).numpy()
+        return interior_level(opening, shots, self.config.mouth.distrust_ramp)
+
+    def mouth_palette(self):
+        """The person's mouth colours (:func:`~talkinghead.infer.mouth_interior.mouth_palette`),
+        from the shot whose lips open widest (the one most likely to show teeth)."""
+        if getattr(self, "_mouth_palette", None) is None:
+            from talkinghead.data.mouth import lip_opening
+            from talkinghead.infer.mouth_interior import mouth_palette
+
+            widest = int(lip_opening(torch.from_numpy(self.landmarks)).argmax())
+            hi = self.crops_hi[widest]
+            scale = hi.shape[0] / self.size
+            self._mouth_palette = mouth_palette(hi, (self.landmarks[widest] + 0.5) * scale - 0.5)
+        return self._mouth_palette
+
+    def draw_mouths(self, frames: np.ndarray, landmarks: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
+        """Draw mouth interiors into finished (T, H, W, 3) uint8 frames (in place, at their own
+        resolution: a crop at any size, or a frame pasted back) given the target landmarks
+        (T, 68, 2) in those frames' pixels. ``enlarged``: the frames' pixels per network pixel
+        (the interior is made about as soft as the generator's part of the face, whose
+        detail layer fades inside an opening mouth). Returns ``frames``."""
+        from talkinghead.infer.mouth_interior import draw_interiors
+
+        levels = self.mouth_levels(landmarks)
+        if levels.any():
+            draw_interiors(frames, np.asarray(landmarks, np.float64), levels, self.mouth_palette(),
+                           blur=MOUTH_BLUR * enlarged)
+        return frames
+
+    def animate_track(self, track, mode: str = "relative", reference: str | int = "neutral", smooth: bool = True,
                       fps: float = 25.0, batch_size: int = 16, progress: bool = True,
                       size: int | None = None) -> np.ndarray:
         """Render a driving track as ``talkinghead animate`` does: One-Euro smoothed, mapped onto
@@ -336,7 +389,8 @@ class Avatar:
             track: a :class:`~talkinghead.infer.driving.DrivingTrack` (from ``track_from_video`` or
                 ``track_from_npy``) or (T, 68, 2) landmarks in the driver's own pixels.
             mode: ``"relative"`` (this face's shape, the driver's motion) or ``"absolute"``.
-            reference: the driver's neutral frame: an index, ``"first"`` or ``"best"``.
+            reference: the driver's neutral frame: an index, ``"neutral"``, ``"first"`` or ``"best"``
+                (:func:`~talkinghead.infer.reenact.adapt_landmarks`).
             smooth: smooth the landmarks and cross-fade shots (as the CLI unless ``--no-smooth``).
             fps: the landmarks' frame rate when ``track`` is an array (for smoothing).
             size: output size O (default :attr:`output_size`; see :meth:`animate`).
@@ -351,7 +405,7 @@ class Avatar:
             track = DrivingTrack(landmarks, fps, lost)
         if smooth:
             track = smoothed(track)
-        adapted = adapt_landmarks(track.landmarks, self.reference_landmarks, mode=mode, reference=reference)
+        adapted = adapt_landmarks(track.landmarks, self.landmarks, mode=mode, reference=reference)
         return self.animate(adapted, batch_size=batch_size, progress=progress, consecutive=smooth, size=size)
 
     # -- persistence -----------------------------------------------------------------------------

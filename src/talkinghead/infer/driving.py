@@ -129,7 +129,7 @@ def smoothed(track: DrivingTrack) -> DrivingTrack:
     return dataclasses.replace(track, landmarks=smooth_landmarks(track.landmarks, track.fps))
 
 
-def drive(avatar, track: DrivingTrack, mode: str = "relative", reference: str | int = "first",
+def drive(avatar, track: DrivingTrack, mode: str = "relative", reference: str | int = "neutral",
           smooth: bool = True, expression=None, size: int | None = None, batch_size: int = 16,
           progress: bool = True, on_progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rendering half of :func:`animate_to_video`: the track smoothed (``smooth``), adapted
@@ -141,7 +141,7 @@ def drive(avatar, track: DrivingTrack, mode: str = "relative", reference: str | 
     """
     if smooth:
         track = smoothed(track)
-    adapted = adapt_landmarks(track.landmarks, avatar.reference_landmarks, mode=mode, reference=reference)
+    adapted = adapt_landmarks(track.landmarks, avatar.landmarks, mode=mode, reference=reference)
     if expression is not None:
         from talkinghead.infer.expression import apply_expression
 

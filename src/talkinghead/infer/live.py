@@ -209,6 +209,14 @@ class ShotCrossFade:
         return bias
 
 
+def draw_mouth(avatar, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """A rendered (O, O, 3) frame with the avatar's mouth interior drawn for its (68, 2) crop
+    landmarks (:meth:`Avatar.draw_mouths`; nothing where no shot is out-opened)."""
+    scale = image.shape[0] / avatar.size
+    marks = (np.asarray(landmarks, np.float64)[None] + 0.5) * scale - 0.5
+    return avatar.draw_mouths(np.ascontiguousarray(image)[None], marks, enlarged=scale)[0]
+
+
 class TorchRenderer:
     """(68, 2) landmarks → (O, O, 3) uint8 with an avatar's :meth:`Avatar.sized_renderer` module
     (O: ``size``, default the avatar's output size)."""
@@ -218,13 +226,15 @@ class TorchRenderer:
         self.output_size = avatar.check_size(size)
         self.module = avatar.sized_renderer(self.output_size).to("cpu").eval()
         self.shot_bias = ShotCrossFade(avatar.renderer().to("cpu").eval(), cross_fade)
+        self.avatar = avatar  # draws mouth interiors on the finished frames
 
     @torch.inference_mode()
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
         sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None]
         marks = torch.from_numpy(np.asarray(landmarks, np.float32))[None]
         out = self.module(sketch, marks, self.shot_bias(marks))[0]
-        return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        image = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        return draw_mouth(self.avatar, image, landmarks)
 
 
 class OnnxAvatarRenderer:
@@ -242,13 +252,15 @@ class OnnxAvatarRenderer:
             path = export_onnx(avatar, f"{folder}/avatar.onnx", size=self.output_size)
             self.runtime = OnnxRenderer(path, threads=threads)  # the session keeps the model in memory
         self.shot_bias = ShotCrossFade(avatar.renderer().to("cpu").eval(), cross_fade)
+        self.avatar = avatar  # draws mouth interiors beside the graph
 
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
         sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None].numpy()
         marks = np.asarray(landmarks, np.float32)[None]
         bias = self.shot_bias(torch.from_numpy(marks))
         out = self.runtime(sketch, marks, None if bias is None else bias.numpy())[0]
-        return ((np.clip(out, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
+        image = ((np.clip(out, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
+        return draw_mouth(self.avatar, image, landmarks)
 
 
 # -- the pipeline -----------------------------------------------------------------------------

@@ -119,6 +119,18 @@ def pick_neutral_frame(driving: np.ndarray, avatar_landmarks: np.ndarray) -> int
     return int(np.argmin(errors))
 
 
+def pick_neutral_pair(driving: np.ndarray, shot_landmarks: np.ndarray) -> tuple[int, int]:
+    """(driving frame, shot) indices of the valid driving frame and the avatar shot (K, 68, 2)
+    nearest to each other in head pose, as :func:`pick_neutral_frame` measures it."""
+    driving = np.asarray(driving, np.float64)
+    valid = np.isfinite(driving).all(axis=(1, 2))
+    closed = np.full_like(driving, np.nan)
+    closed[valid] = close_mouth(driving[valid])
+    errors = np.stack([_pose_errors(closed, close_mouth(shot), POSE_POINTS) for shot in np.asarray(shot_landmarks)])
+    k, t = np.unravel_index(int(np.argmin(errors)), errors.shape)
+    return int(t), int(k)
+
+
 def pick_reference_frame(driving: np.ndarray, avatar_landmarks: np.ndarray) -> int:
     """Index of the driving frame whose head pose is closest to the avatar's (valid frames only)."""
     errors = _pose_errors(driving, avatar_landmarks)
@@ -136,7 +148,11 @@ def adapt_landmarks(
 
     Args:
         driving: driver's landmarks in any pixel frame (e.g. the driving video's).
-        avatar_landmarks: the avatar's landmarks in its crop (the frame G renders in).
+        avatar_landmarks: the avatar's landmarks in its crop (the frame G renders in): (68, 2),
+            or (K, 68, 2) for all its shots: relative mode with ``reference="neutral"`` then
+            starts from the shot nearest in head pose to the driver's neutral frame
+            (:func:`pick_neutral_pair`; the same person, so the same face shape, and no head
+            turn added on top of the driver's); otherwise from the first shot.
         mode: ``"relative"`` (avatar's face shape + driver's motion) or ``"absolute"``.
         reference: driving frame used as the driver's neutral face: an index, ``"neutral"``
             (nearest the avatar's head pose: :func:`pick_neutral_frame`), ``"first"``
@@ -149,6 +165,10 @@ def adapt_landmarks(
     """
     driving = np.asarray(driving, np.float64)
     avatar = np.asarray(avatar_landmarks, np.float64)
+    shots = avatar if avatar.ndim == 3 else avatar[None]
+    if shots.shape[1:] != (68, 2) or not len(shots):
+        raise ValueError(f"avatar landmarks must be (68, 2) or (K, 68, 2), got {avatar.shape}")
+    avatar = shots[0]
     if driving.ndim != 3 or driving.shape[1:] != (68, 2):
         raise ValueError(f"driving landmarks must be (T, 68, 2), got {driving.shape}")
     if mode not in ("relative", "absolute"):
@@ -156,7 +176,10 @@ def adapt_landmarks(
     valid = np.isfinite(driving).all(axis=(1, 2))
     if not valid.any():
         raise ValueError("no valid driving landmarks")
-    if reference == "neutral":
+    if reference == "neutral" and mode == "relative" and len(shots) > 1:
+        ref_index, shot = pick_neutral_pair(driving, shots)
+        avatar = shots[shot]
+    elif reference == "neutral":
         ref_index = pick_neutral_frame(driving, avatar)
     elif reference == "best":
         ref_index = pick_reference_frame(driving, avatar)
