@@ -227,10 +227,10 @@ def test_existing_run_is_refused_without_resume_or_overwrite(synthetic_dataset, 
 
 def test_missing_vgg19_fails_fast_unless_allowed(synthetic_dataset, tmp_path, monkeypatch, capsys):
     """The paper preset requires VGG19: no silent pixel-L1 stand-in."""
-    import talkinghead.train.steps as steps
+    import talkinghead.losses.content as content
     from talkinghead.cli import main
 
-    monkeypatch.setattr(steps, "load_vgg19", lambda: None)
+    monkeypatch.setattr(content, "load_vgg19", lambda *args, **kwargs: None)
     args = ["train", str(synthetic_dataset), "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress",
             "--set", "train.steps=1", "loss.require_vgg19=true"]
     assert main(args) == 2

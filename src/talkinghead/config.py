@@ -309,6 +309,7 @@ class MouthConfig:
     def validate(self) -> None:
         _check_fields(self, "mouth", positive=("distrust_ramp",))
 
+
 @dataclass
 class GuideConfig:
     """How a warp-guided G's guide chooses and weights its shots (:mod:`talkinghead.models.guide`).
