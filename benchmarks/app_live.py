@@ -1,7 +1,7 @@
 """The app's live tab end to end: frames/s and round trip (frame sent → its rendering received)
 through `talkinghead app`'s WebSocket, the way the page drives it.
 
-    python benchmarks/app_live.py                    # 128 px (the model's own size), 20 s per row
+    python benchmarks/app_live.py                    # the avatar's output size (the live tab's default), 20 s per row
     python benchmarks/app_live.py --seconds 30 --size 256
 
 The server is `talkinghead app --threads 1` in its own process; its session gets an avatar of
@@ -157,7 +157,7 @@ def drive(page: Page, frames: list[bytes], seconds: float, in_flight: int, camer
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="per row (default 20)")
-    parser.add_argument("--size", type=int, default=None, help="output size (default: the model's own, 128)")
+    parser.add_argument("--size", type=int, default=None, help="output size (default: the avatar's, as the live tab)")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen([sys.executable, "-m", "talkinghead.cli", "app", "--port", "0", "--threads", "1"],
