@@ -124,8 +124,8 @@ def load_vgg19(path: str | None = None, warn: bool = True) -> VGG19Features | No
     A path given explicitly (argument or variable) that does not exist is an error, not a
     fallback, so a typo cannot silently change the loss. If nothing is found, returns ``None``
     (the content loss then uses a pixel L1 term instead) and logs why: a warning with ``warn``
-    (training, where it matters), else at info level (fine-tuning an avatar: the bundled model
-    was meta-learned with the same stand-in).
+    (training, where it matters), else at debug level, shown with ``--verbose`` (fine-tuning an
+    avatar: the bundled model was meta-learned with the same stand-in).
     """
     explicit = path or os.environ.get(ENV_VAR) or None
     if explicit:
@@ -136,7 +136,7 @@ def load_vgg19(path: str | None = None, warn: bool = True) -> VGG19Features | No
     cached = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
     if cached.is_file():
         return vgg19_from_file(cached)
-    (log.warning if warn else log.info)(
+    (log.warning if warn else log.debug)(
         "no VGG19 ImageNet weights found (looked at $%s and %s); the content loss uses "
         "pixel L1 instead of VGG19 features. Put torchvision's %s there or set $%s to use them.",
         ENV_VAR, cached, TORCHVISION_FILE, ENV_VAR,
