@@ -66,7 +66,7 @@ def clip_track(clip: Clip, max_frames: int = MAX_FRAMES, cache: Path = CACHE) ->
 
 
 def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-    from talkinghead.infer.demo import mouth_opening as opening
+    from talkinghead.infer.reenact import mouth_opening as opening
 
     return opening(np.asarray(landmarks))
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from talkinghead.eval.metrics import detect_landmarks_on_images, nme
+from talkinghead.infer.reenact import mouth_opening
 
 
 @dataclass
@@ -15,13 +16,6 @@ class SelfCheck:
     face_found: float  # fraction of rendered frames where dlib's detector finds a face
     nme: float  # landmarks detected on the output vs the driving landmarks (inter-ocular)
     mouth_correlation: float  # mouth opening of output vs driver, over time
-
-
-def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-    """(T, 68, 2) → (T,) inner-lip gap divided by the inter-ocular distance."""
-    gap = np.linalg.norm(landmarks[:, 66] - landmarks[:, 62], axis=-1)
-    iod = np.linalg.norm(landmarks[:, 45] - landmarks[:, 36], axis=-1)
-    return gap / np.maximum(iod, 1e-6)
 
 
 def check_rendering(frames: np.ndarray, driving: np.ndarray, detector=None) -> SelfCheck:

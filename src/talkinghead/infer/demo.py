@@ -24,7 +24,6 @@ from talkinghead.data.sketch import landmarks_to_sketch
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import atomic_path, ensure_writable_dir
 from talkinghead.infer.bundled import ASSETS, resolve_checkpoint
-from talkinghead.infer.reenact import mouth_opening  # noqa: F401  (the self-check's measure; imported from here)
 
 log = logging.getLogger(__name__)
 

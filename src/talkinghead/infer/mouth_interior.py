@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from talkinghead.infer.reenact import mouth_opening
+
 #: Upper (left corner → right corner) and lower inner-lip polylines of the 68-point scheme.
 UPPER_INNER = (60, 61, 62, 63, 64)
 LOWER_INNER = (60, 67, 66, 65, 64)
@@ -70,7 +72,7 @@ def mouth_palette(image: np.ndarray, landmarks: np.ndarray) -> MouthPalette:
     brightness = float(np.clip(np.median(face_pixels.mean(1)) / 150.0, 0.55, 1.05))
     teeth = np.array([236.0, 228.0, 212.0]) * brightness
     shown = image[inner].astype(np.float32)
-    gap = np.linalg.norm(landmarks[66] - landmarks[62]) / max(np.linalg.norm(landmarks[45] - landmarks[36]), 1e-6)
+    gap = float(mouth_opening(landmarks[None])[0])
     if len(shown) >= 12 and gap >= TEETH_SHOWN_GAP:
         light = shown.mean(1)
         bright = shown[(light > np.percentile(face_pixels.mean(1), 60)) & (shown.std(1) < 28)]
