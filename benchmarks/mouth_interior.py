@@ -11,8 +11,9 @@ as ``animate --source FIRST --absolute --paste-back`` does (at the source face's
 two-layer render, head paste-back; feed-forward avatar unless ``--steps``), and scored by the mean |output − real| (0–255, RGB) inside the real frame's
 inner-lip polygon. Beside it, with no learning: the first frame unchanged, and the classical
 warp (the first frame piecewise-affine warped onto the frame's landmarks at native resolution,
-pasted back the same way). ``model, guide as before``: the guide's mouth distrust and the drawn
-interior off (the bundled model as it was); ``model (default)``: both on.
+pasted back the same way). ``model, guide as before``: the guide's mouth distrust and the
+interior off (the bundled model as it was); ``model, drawn interior``: both on, the interior
+drawn by rules; ``model (default)``: both on, the interior from the mouth generator.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from mouth_clips import clip_frames, clip_track, mouth_opening, split_clips  # noqa: E402
 
 OPEN_MARGIN = 0.15
-METHODS = ("shot unchanged", "classical warp", "model, guide as before", "model (default)")
+METHODS = ("shot unchanged", "classical warp", "model, guide as before", "model, drawn interior", "model (default)")
 
 
 def inner_lip_mask(shape: tuple[int, int], landmarks: np.ndarray) -> np.ndarray:
@@ -68,12 +69,13 @@ def model_frames(avatar, track: np.ndarray, picks: np.ndarray, variant: str) -> 
 
     mouth = avatar.config.mouth  # the renderer reads these settings at every call
     saved = copy.copy(mouth)
-    mouth.draw_interior = variant == "model (default)"
+    mouth.draw_interior = variant != "model, guide as before"
     mouth.guide_distrust = variant != "model, guide as before"
+    mouth.interior = "drawn" if variant == "model, drawn interior" else saved.interior
     adapted = adapt_landmarks(track, avatar.reference_landmarks, mode="absolute")[picks]
     rendered = avatar.animate(adapted, progress=False, consecutive=False)  # at the face's own resolution
     out = [paste_frame(avatar, face, marks) for face, marks in zip(rendered, adapted)]
-    mouth.draw_interior, mouth.guide_distrust = saved.draw_interior, saved.guide_distrust
+    mouth.draw_interior, mouth.guide_distrust, mouth.interior = saved.draw_interior, saved.guide_distrust, saved.interior
     return out
 
 
@@ -94,7 +96,8 @@ def save_mouths(path: Path, frames: list[np.ndarray], outputs: dict, picks: np.n
     Image.fromarray(np.concatenate(rows, 0)).save(path, quality=90)
 
 
-def score_clip(clip, shots: int, steps: int | None, pictures: Path | None = None) -> dict[str, tuple[float, int]] | None:
+def score_clip(clip, shots: int, steps: int | None, pictures: Path | None = None,
+               mouth_weights: str = "") -> dict[str, tuple[float, int]] | None:
     from talkinghead.infer.avatar import Avatar
 
     track, valid = clip_track(clip)
@@ -107,6 +110,7 @@ def score_clip(clip, shots: int, steps: int | None, pictures: Path | None = None
     extra = np.linspace(0, half - 1, shots).round().astype(int)[1:] if shots > 1 else []
     images = [frames[0]] + [frames[i] for i in extra]
     avatar = Avatar.from_images(images, finetune_steps=steps, progress=False)
+    avatar.config.mouth.weights = mouth_weights
     outputs = {"shot unchanged": [frames[0]] * len(picks),
                "classical warp": classical_warp(frames[0], avatar.source_box, track[0], track[picks])}
     for variant in METHODS[2:]:
@@ -129,6 +133,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--steps", type=int, default=0, help="fine-tuning steps (default 0: feed-forward)")
     parser.add_argument("--clips", type=int, default=0, help="only the first N clips with open mouths (0: all)")
+    parser.add_argument("--mouth-weights", default="", help="mouth generator file (default: the bundled one)")
     parser.add_argument("--pictures", type=Path, default=None,
                         help="save each clip's widest mouths (real | methods) as JPEG here")
     args = parser.parse_args()
@@ -139,7 +144,7 @@ def main() -> None:
         for clip in split_clips(args.split):
             if args.clips and len(rows) >= args.clips:
                 break
-            result = score_clip(clip, k, args.steps, args.pictures)
+            result = score_clip(clip, k, args.steps, args.pictures, args.mouth_weights)
             if result is not None:
                 rows.append((clip.name, result))
                 print(clip.name, {m: round(v[0], 1) for m, v in result.items()}, flush=True)

@@ -1,7 +1,8 @@
 """Pictures of the mouth's inside: portraits driven by the bundled demo track, at the driver's
 widest-open frames, pasted back into the portrait and cut around the face at the portrait's own
-resolution. Row 1: the guide and generator as they were (no distrust, no drawn interior);
-row 2: the default (distrusted guide, drawn interior).
+resolution. Row 1: the guide and generator as they were (no distrust, no interior); row 2: the
+distrusted guide with the interior drawn by rules; row 3: the default (distrusted guide, the
+mouth generator's interior).
 
     python benchmarks/mouth_strips.py --out docs/               # astronaut, Einstein, Mona Lisa
     python benchmarks/mouth_strips.py --steps 0 --frames 4 --out /tmp/strips
@@ -21,15 +22,16 @@ PORTRAITS = {"astronaut": None, "einstein": "/work/shared/data/faces/images/eins
 
 
 def strip(avatar, adapted: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """Two rows (before | default) of the pasted-back face boxes for frames ``picks``."""
+    """Three rows (before | drawn | default) of the pasted-back face boxes for frames ``picks``."""
     import cv2
 
     from talkinghead.infer.driving import paste_frame
 
     mouth = avatar.config.mouth
+    default = mouth.interior
     rows = []
-    for distrust, draw in ((False, False), (True, True)):
-        mouth.guide_distrust, mouth.draw_interior = distrust, draw
+    for distrust, draw, interior in ((False, False, default), (True, True, "drawn"), (True, True, default)):
+        mouth.guide_distrust, mouth.draw_interior, mouth.interior = distrust, draw, interior
         faces = avatar.animate(adapted[picks], progress=False, consecutive=False)  # at the face's own size
         cx, cy, side = avatar.source_box
         half = int(side * 0.45)
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the CLI's)")
     parser.add_argument("--frames", type=int, default=5)
+    parser.add_argument("--mouth-weights", default="", help="mouth generator file (default: the bundled one)")
     args = parser.parse_args()
     import torch
     from PIL import Image
@@ -68,6 +71,7 @@ def main() -> None:
     for name, path in PORTRAITS.items():
         source = bundled_source() if path is None else path
         avatar = Avatar.from_images([source], finetune_steps=args.steps, progress=False)
+        avatar.config.mouth.weights = args.mouth_weights
         adapted = adapt_landmarks(track, avatar.reference_landmarks)
         picture = strip(avatar, adapted, widest)
         file = args.out / f"mouth_{name}.jpg"

@@ -280,3 +280,46 @@ def with_overrides(ckpt: Checkpoint, overrides: Sequence[str]) -> Checkpoint:
             raise TalkingHeadError(f"--set {item}: only train.*, loss.* and guide.* settings can change for an "
                                    "existing model (its architecture is fixed by the checkpoint)")
     return dataclasses.replace(ckpt, config=ckpt.config.override(list(overrides)))
+
+
+MOUTH_FORMAT_NAME = "talkinghead-mouth"
+
+
+def save_mouth_checkpoint(path: str | os.PathLike, net_config, state_dict: dict[str, torch.Tensor], step: int,
+                          extra: dict[str, Any] | None = None, half: bool = False) -> Path:
+    """Write the mouth generator's weights (:mod:`talkinghead.models.mouth`) atomically, its
+    :class:`~talkinghead.config.MouthNetConfig` as JSON in the header."""
+    tensors = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).contiguous()
+               for k, v in state_dict.items()}
+    meta = {"format": MOUTH_FORMAT_NAME, "version": str(FORMAT_VERSION), "net": json.dumps(net_config.to_dict()),
+            "step": str(int(step)), "extra": json.dumps(extra or {})}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def load_mouth_checkpoint(path: str | os.PathLike):
+    """(MouthNetConfig, float32 state dict, extra dict) of a mouth generator file, with a
+    one-line error for a missing, foreign or corrupt one."""
+    from talkinghead.config import MouthNetConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise TalkingHeadError(f"{path}: mouth model not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            if meta.get("format") != MOUTH_FORMAT_NAME:
+                raise TalkingHeadError(f"{path}: not a talkinghead mouth model")
+            net = MouthNetConfig.from_dict(json.loads(meta["net"]))
+            extra = json.loads(meta.get("extra", "{}"))
+            tensors = {k: f.get_tensor(k).float() for k in f.keys()}
+    except Exception as exc:
+        if isinstance(exc, TalkingHeadError) and str(exc).startswith(f"{path}: "):
+            raise
+        raise TalkingHeadError(f"{path}: corrupt mouth model ({_first_line(exc)})") from None
+    bad = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise TalkingHeadError(f"{path}: corrupt mouth model (tensor {bad[0]} holds NaN or Inf values)")
+    return net, tensors, extra

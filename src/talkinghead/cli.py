@@ -24,7 +24,7 @@ from talkinghead import __version__, signals
 from talkinghead.errors import TalkingHeadError
 from talkinghead.fileio import os_error_message
 
-COMMANDS = ("demo", "prepare", "train", "finetune", "animate", "evaluate", "export", "live", "app")
+COMMANDS = ("demo", "prepare", "train", "train_mouth", "finetune", "animate", "evaluate", "export", "live", "app")
 
 EPILOG = """pipeline:
   talkinghead prepare VIDEOS... --out data/            # crops + landmarks

@@ -305,9 +305,53 @@ class MouthConfig:
     #: the finished frames where the target opens wider than every shot, at the frames' own
     #: resolution, faded in over ``distrust_ramp``. False: the generator's mouth as it renders.
     draw_interior: bool = True
+    #: How the interior is made: "learned" (the mouth generator, :mod:`talkinghead.models.mouth`,
+    #: trained by ``talkinghead train-mouth``) or "drawn" (closed-form cavity, teeth and tongue,
+    #: :mod:`talkinghead.infer.mouth_interior`).
+    interior: str = "learned"
+    #: The mouth generator's file for "learned"; empty: the one bundled with the package.
+    weights: str = ""
 
     def validate(self) -> None:
         _check_fields(self, "mouth", positive=("distrust_ramp",))
+        if self.interior not in ("learned", "drawn"):
+            raise TalkingHeadError(f"mouth.interior must be 'learned' or 'drawn', not {self.interior!r}")
+
+
+@dataclass
+class MouthNetConfig:
+    """The mouth generator's shape (saved in its checkpoint)."""
+
+    #: Side of the canonical mouth crop in pixels (the outer mouth spans ``span`` of it).
+    size: int = 96
+    #: Outer mouth width (points 48–54) as a fraction of the crop's side.
+    span: float = 0.7
+    #: Channels at 1, 1/2, 1/4 and 1/8 of the crop's side.
+    channels: tuple[int, ...] = (16, 32, 64, 96)
+    #: Crop pixels by which the inner-lip polygon is grown before it is blanked and filled
+    #: (landmarks miss the lips' inner edge by a pixel or two; the shot's teeth must not leak).
+    grow: float = 2.5
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "channels": list(self.channels)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MouthNetConfig":
+        data = dict(data)
+        data["channels"] = tuple(data.get("channels", cls.channels))
+        config = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        # Checked before a network is built from a file: an edited size must not allocate terabytes.
+        levels = 2 ** (len(self.channels) - 1)
+        if not (16 <= int(self.size) <= 256 and int(self.size) % levels == 0):
+            raise TalkingHeadError(f"mouth net: size {self.size} must be 16–256 and divisible by {levels}")
+        if not (2 <= len(self.channels) <= 6 and all(1 <= int(c) <= 512 for c in self.channels)):
+            raise TalkingHeadError(f"mouth net: channels {list(self.channels)} must be 2–6 numbers of 1–512")
+        if not (0.1 <= float(self.span) <= 1.0 and 0.0 <= float(self.grow) <= 16.0):
+            raise TalkingHeadError(f"mouth net: span {self.span} (0.1–1) or grow {self.grow} (0–16) out of range")
 
 
 @dataclass

@@ -7,12 +7,19 @@ distrusted in proportion to how far the target's opening exceeds the shot's
 (:attr:`~talkinghead.config.MouthConfig.distrust_ramp` inter-ocular distances to full
 distrust): zero where the openings are equal, and nothing at all for a closed target mouth.
 
-Landmarks are iBUG 68 points; the inner lips are 60–67. All functions are batched torch (they
-run in data-loader workers, in inference and in an ONNX graph) and work at any image size.
+The mouth generator (:mod:`talkinghead.models.mouth`) works on canonical mouth crops:
+:func:`mouth_crop_matrix` levels and scales each mouth the same way, :func:`cut_mouth` cuts it
+from a uint8 frame at any resolution, :func:`inner_lip_polygon_mask` marks what is filled.
+
+Landmarks are iBUG 68 points; the inner lips are 60–67. The distrust functions are batched
+torch (they run in data-loader workers, in inference and in an ONNX graph); the crop functions
+are numpy + OpenCV on frames. All work at any image size.
 """
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -97,3 +104,64 @@ def guide_distrust(shot_landmarks: Tensor, target_landmarks: Tensor, size: int,
     if not torch.jit.is_tracing() and not bool((level > 0).any()):  # mouths no wider than the shots: no mask
         return torch.zeros(b, 1, size, size, device=target_landmarks.device)
     return inner_lip_mask(target_landmarks.float(), size) * level[:, None, None, None]
+
+
+# --- Canonical mouth crops (numpy + OpenCV: cut from uint8 frames, for the mouth generator) ---
+
+def mouth_crop_matrix(landmarks: np.ndarray, size: int, span: float) -> np.ndarray:
+    """(68, 2) landmarks in image pixels → (2, 3) affine map from the image to a ``size``-px
+    mouth crop: the outer corners (48, 54) level and ``span`` · size apart, the inner lips'
+    centre in the crop's centre."""
+    marks = np.asarray(landmarks, np.float64)
+    axis = marks[54] - marks[48]
+    width = max(float(np.hypot(*axis)), 1e-6)
+    scale = span * size / width
+    cos, sin = axis / width * scale
+    rotate = np.array([[cos, sin], [-sin, cos]])  # the corners' line → +x, scaled
+    centre = marks[60:68].mean(0)
+    return np.concatenate([rotate, ((size - 1) / 2 - rotate @ centre)[:, None]], 1)
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(2, 3) affine map applied to (..., 2) points."""
+    points = np.asarray(points, np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def cut_mouth(image: np.ndarray, landmarks: np.ndarray, size: int, span: float) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 frame + its (68, 2) landmarks → the (size, size, 3) canonical mouth crop
+    and its (2, 3) image → crop matrix. A mouth larger than the crop is low-passed first (a
+    512-px face's mouth would alias when sampled down 3×); borders are replicated."""
+    matrix = mouth_crop_matrix(landmarks, size, span)
+    shrink = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    if shrink < 0.7:
+        # Only the window the crop reads is blurred (a full 512-px frame would cost 10× more).
+        corners = apply_affine(cv2.invertAffineTransform(matrix), np.array([[0, 0], [size, 0], [0, size], [size, size]]))
+        pad = int(np.ceil(2 / shrink))
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - pad, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + pad, [image.shape[1] - 1, image.shape[0] - 1])
+        if x1 > x0 and y1 > y0:
+            window = cv2.GaussianBlur(image[y0:y1 + 1, x0:x1 + 1], (0, 0), 0.45 / shrink)
+            shifted = matrix.copy()
+            shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+            crop = cv2.warpAffine(window, shifted, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            return crop, matrix
+    crop = cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return crop, matrix
+
+
+def inner_lip_polygon_mask(points: np.ndarray, size_hw: tuple[int, int], grow: float = 0.0,
+                           soft: float = 0.0) -> np.ndarray:
+    """(8, 2) inner-lip points (60–67) in pixels → (H, W) float32 mask in [0, 1]: the polygon
+    (anti-aliased), grown by ``grow`` pixels (landmarks miss the lips' edge by a pixel or
+    two) and blurred by a Gaussian of σ ``soft`` pixels."""
+    mask = np.zeros(size_hw, np.uint8)
+    cv2.fillPoly(mask, [np.round(np.asarray(points) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    if grow > 0:
+        k = 2 * int(np.ceil(grow)) + 1
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    mask = mask.astype(np.float32) / 255
+    if soft > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), soft)
+    return mask

@@ -339,7 +339,7 @@ class Avatar:
         return out
 
     def mouth_levels(self, landmarks: np.ndarray) -> np.ndarray:
-        """(T, 68, 2) target landmarks → (T,) opacity of the drawn mouth interior: 0 where some
+        """(T, 68, 2) target landmarks → (T,) opacity of the mouth interior: 0 where some
         shot opens as wide as the target (the warped shot guides the mouth), rising to 1 over
         ``mouth.distrust_ramp`` inter-ocular distances wider; all 0 with ``mouth.draw_interior`` off."""
         from talkinghead.data.mouth import lip_opening
@@ -365,18 +365,43 @@ class Avatar:
             self._mouth_palette = mouth_palette(hi, (self.landmarks[widest] + 0.5) * scale - 0.5)
         return self._mouth_palette
 
+    def learned_mouth(self):
+        """The mouth generator set up with this avatar's widest-open shot
+        (:class:`~talkinghead.infer.mouth_interior.LearnedInterior`), loaded once from
+        ``mouth.weights`` or the bundled file."""
+        weights = self.config.mouth.weights
+        if getattr(self, "_learned_mouth", None) is None or self._learned_mouth[0] != weights:
+            from talkinghead.checkpoint import load_mouth_checkpoint
+            from talkinghead.data.mouth import lip_opening
+            from talkinghead.infer.bundled import resolve_mouth_weights
+            from talkinghead.infer.mouth_interior import LearnedInterior
+            from talkinghead.models.mouth import MouthGenerator
+
+            net_config, state, _ = load_mouth_checkpoint(resolve_mouth_weights(weights or None))
+            net = MouthGenerator(net_config)
+            net.load_state_dict(state)
+            widest = int(lip_opening(torch.from_numpy(self.landmarks)).argmax())
+            hi = self.crops_hi[widest]
+            scale = hi.shape[0] / self.size
+            self._learned_mouth = (weights, LearnedInterior(net, hi, (self.landmarks[widest] + 0.5) * scale - 0.5))
+        return self._learned_mouth[1]
+
     def draw_mouths(self, frames: np.ndarray, landmarks: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
-        """Draw mouth interiors into finished (T, H, W, 3) uint8 frames (in place, at their own
+        """Put mouth interiors into finished (T, H, W, 3) uint8 frames (in place, at their own
         resolution: a crop at any size, or a frame pasted back) given the target landmarks
-        (T, 68, 2) in those frames' pixels. ``enlarged``: the frames' pixels per network pixel
-        (the interior is made about as soft as the generator's part of the face, whose
-        detail layer fades inside an opening mouth). Returns ``frames``."""
+        (T, 68, 2) in those frames' pixels, where the target opens wider than every shot
+        (:meth:`mouth_levels`): learned (``mouth.interior = "learned"``, the mouth generator)
+        or drawn. ``enlarged``: the frames' pixels per network pixel (a drawn interior is made
+        about as soft as the generator's part of the face). Returns ``frames``."""
         from talkinghead.infer.mouth_interior import draw_interiors
 
         levels = self.mouth_levels(landmarks)
         if levels.any():
-            draw_interiors(frames, np.asarray(landmarks, np.float64), levels, self.mouth_palette(),
-                           blur=MOUTH_BLUR * enlarged)
+            marks = np.asarray(landmarks, np.float64)
+            if self.config.mouth.interior == "learned":
+                self.learned_mouth().fill(frames, marks, levels)
+            else:
+                draw_interiors(frames, marks, levels, self.mouth_palette(), blur=MOUTH_BLUR * enlarged)
         return frames
 
     def animate_track(self, track, mode: str = "relative", reference: str | int = "neutral", smooth: bool = True,

@@ -189,3 +189,84 @@ def draw_interiors(frames: np.ndarray, landmarks: np.ndarray, levels: np.ndarray
     for t in np.flatnonzero(np.asarray(levels) > 0):
         frames[t] = draw_interior(frames[t], landmarks[t], float(levels[t]), palette, blur)
     return frames
+
+
+class LearnedInterior:
+    """The mouth generator (:mod:`talkinghead.models.mouth`) on finished frames: each frame's
+    mouth is cut into the canonical crop, its grown inner-lip polygon filled by the network from
+    the surrounding lips and the person's shot, and the filled crop warped back at the frame's
+    own resolution (a 512-px face gets its mouth from a crop about as wide as the mouth there,
+    not from the 128-px generator), faded in by each frame's level."""
+
+    def __init__(self, net, shot: np.ndarray, shot_landmarks: np.ndarray):
+        """``net``: a :class:`~talkinghead.models.mouth.MouthGenerator`; ``shot``: (H, W, 3) uint8
+        image of the person (the avatar's shot whose mouth opens widest) and its (68, 2) landmarks."""
+        import torch
+
+        from talkinghead.data.mouth import apply_affine, cut_mouth, inner_lip_polygon_mask
+
+        self.net = net.eval()
+        cfg = net.config
+        crop, matrix = cut_mouth(shot, shot_landmarks, cfg.size, cfg.span)
+        mask = inner_lip_polygon_mask(apply_affine(matrix, shot_landmarks[60:68]), (cfg.size, cfg.size), cfg.grow, 0.7)
+        self.shot = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
+        self.shot_mask = torch.from_numpy(mask)[None, None]
+
+    def fill(self, frames: np.ndarray, landmarks: np.ndarray, levels: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames, (T, 68, 2) landmarks in their pixels, (T,) levels → the
+        frames with the mouths of those whose level is above 0 replaced (in place)."""
+        import torch
+
+        from talkinghead.data.mouth import apply_affine, cut_mouth, inner_lip_polygon_mask
+
+        cfg = self.net.config
+        todo = [t for t in np.flatnonzero(np.asarray(levels) > 0)
+                if np.isfinite(landmarks[t]).all() and np.linalg.norm(landmarks[t][54] - landmarks[t][48]) >= 3]
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            crops, masks, matrices = [], [], []
+            for t in chunk:
+                crop, matrix = cut_mouth(frames[t], landmarks[t], cfg.size, cfg.span)
+                inner = apply_affine(matrix, landmarks[t][60:68])
+                crops.append(crop)
+                masks.append(inner_lip_polygon_mask(inner, (cfg.size, cfg.size), cfg.grow, 0.7))
+                matrices.append(matrix)
+            target = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+            mask = torch.from_numpy(np.stack(masks))[:, None]
+            n = len(chunk)
+            with torch.no_grad():
+                filled = self.net.fill(target, mask, self.shot.expand(n, -1, -1, -1), self.shot_mask.expand(n, -1, -1, -1))
+            filled = ((filled.permute(0, 2, 3, 1) + 1) * 127.5).clamp(0, 255).numpy()
+            for t, crop, matrix in zip(chunk, filled, matrices):
+                frames[t] = paste_mouth(frames[t], crop, matrix, landmarks[t], float(levels[t]), cfg.grow)
+        return frames
+
+
+def paste_mouth(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray, landmarks: np.ndarray, level: float,
+                grow: float) -> np.ndarray:
+    """Warp a filled (S, S, 3) float mouth crop back into (H, W, 3) uint8 ``image`` (a copy)
+    through the inverse of its (2, 3) image → crop ``matrix``, inside the frame's inner-lip
+    polygon grown as the network's was, at ``level`` opacity. Only a window around the mouth
+    is touched (a 512-px frame is not warped whole)."""
+    from talkinghead.data.mouth import inner_lip_polygon_mask
+
+    h, w = image.shape[:2]
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))  # crop pixels per image pixel
+    grow_px = grow / scale
+    inner = np.asarray(landmarks, np.float64)[60:68]
+    pad = int(np.ceil(grow_px + 3))
+    x0, y0 = np.maximum(np.floor(inner.min(0)).astype(int) - pad, 0)
+    x1, y1 = np.minimum(np.ceil(inner.max(0)).astype(int) + pad, [w - 1, h - 1])
+    if x1 <= x0 or y1 <= y0:
+        return image
+    size = (int(x1 - x0 + 1), int(y1 - y0 + 1))
+    to_window = cv2.invertAffineTransform(matrix)  # crop → image
+    to_window[:, 2] -= (x0, y0)
+    mouth = cv2.warpAffine(crop.astype(np.float32), to_window, size, flags=cv2.INTER_CUBIC,
+                           borderMode=cv2.BORDER_REPLICATE)
+    alpha = inner_lip_polygon_mask(inner - (x0, y0), (size[1], size[0]), grow_px, max(0.5, 0.35 / scale))
+    alpha = (alpha * level)[..., None]
+    out = image.copy()
+    window = out[y0:y1 + 1, x0:x1 + 1].astype(np.float32)
+    out[y0:y1 + 1, x0:x1 + 1] = np.clip(window * (1 - alpha) + mouth * alpha, 0, 255).round().astype(np.uint8)
+    return out
