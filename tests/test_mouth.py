@@ -91,7 +91,8 @@ def test_drawn_interior_has_a_dark_cavity_and_light_upper_teeth_at_output_resolu
     assert np.allclose(interior_level(np.array([0.1, 0.2, 0.4]), np.array([0.05, 0.1]), 0.15), [0, 2 / 3, 1])
 
 
-def test_avatar_draws_an_interior_only_where_the_target_opens_wider_than_its_shot(astronaut_avatar):
+@pytest.mark.parametrize("interior", ["learned", "drawn"])
+def test_avatar_puts_an_interior_only_where_the_target_opens_wider_than_its_shot(astronaut_avatar, interior):
     from talkinghead.infer.expression import open_mouth
 
     base = astronaut_avatar.reference_landmarks[None].astype(np.float64)
@@ -102,15 +103,27 @@ def test_avatar_draws_an_interior_only_where_the_target_opens_wider_than_its_sho
     mouth = astronaut_avatar.config.mouth
     size = 256
     try:
+        mouth.interior = interior
         on = astronaut_avatar.animate(track, progress=False, size=size, consecutive=False)
         mouth.draw_interior = False
         off = astronaut_avatar.animate(track, progress=False, size=size, consecutive=False)
     finally:
-        mouth.draw_interior = True
+        mouth.draw_interior, mouth.interior = True, "learned"
     assert on.shape == (2, size, size, 3)
     assert np.array_equal(on[0], off[0])  # a closed mouth is left as rendered
     scaled = torch.from_numpy((track[1:] + 0.5) * size / astronaut_avatar.size - 0.5)
     inside = inner_lip_mask(scaled, size, feather=0)[0, 0].numpy() > 0
     assert inside.sum() > 0.002 * size * size and width > 0
     assert np.abs(on[1][inside].astype(int) - off[1][inside]).mean() > 20  # the interior replaced the smear
-    assert on[1][inside].mean(1).min() < 80  # with a dark cavity
+    light = on[1][inside].mean(1)
+    assert light.min() < 80  # with a dark cavity
+    # and teeth: the upper fifth of the opening (under the upper lip) is lighter than the middle
+    assert band_mean(on[1], inside, 0.0, 0.2) > band_mean(on[1], inside, 0.4, 0.6) + 20
+
+
+def band_mean(image: np.ndarray, inside: np.ndarray, top: float, bottom: float) -> float:
+    """Mean of ``image`` inside the mask over the rows from ``top`` to ``bottom`` (fractions of
+    the mask's height)."""
+    rows = np.flatnonzero(inside.any(1))
+    lo, hi = rows[0] + int(top * len(rows)), rows[0] + int(bottom * len(rows))
+    return float(image[lo:hi][inside[lo:hi]].mean())

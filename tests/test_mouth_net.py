@@ -127,3 +127,38 @@ def test_train_mouth_command_writes_a_loadable_model(tmp_path):
     config, state, extra = load_mouth_checkpoint(out)
     assert config == MouthNetConfig() and extra["train"]["steps"] == 3 and state
     assert main(["train-mouth", str(tmp_path / "nothing"), "--out", str(out), "--steps", "1"]) == 2
+
+
+def test_mouth_settings_fail_clearly(astronaut_avatar, tmp_path):
+    from talkinghead.config import Config
+
+    with pytest.raises(TalkingHeadError, match="mouth.interior must be 'learned' or 'drawn'"):
+        Config().override(["mouth.interior=painted"])
+    base = astronaut_avatar.reference_landmarks[None].astype(np.float64)
+    from talkinghead.infer.expression import open_mouth
+
+    wide = open_mouth(base, 1.0, 0.5).astype(np.float32)
+    mouth = astronaut_avatar.config.mouth
+    try:
+        mouth.weights = str(tmp_path / "missing.safetensors")
+        with pytest.raises(TalkingHeadError, match="missing.safetensors: mouth model not found"):
+            astronaut_avatar.animate(wide, progress=False, consecutive=False)
+    finally:
+        mouth.weights = ""
+
+
+def test_learned_interior_runs_alike_in_onnxruntime_and_pytorch():
+    pytest.importorskip("onnxruntime")
+    from talkinghead.infer.mouth_interior import LearnedInterior
+
+    torch.manual_seed(0)
+    net = MouthGenerator(MouthNetConfig(size=32, channels=(8, 16)))
+    shot, shot_marks = open_face(256, gap=0.0)
+    frame, marks = open_face(256, gap=0.07)
+    fast = LearnedInterior(net, shot, shot_marks)
+    plain = LearnedInterior(net, shot, shot_marks)
+    plain.session = None
+    assert fast.session is not None
+    a = fast.fill(frame[None].copy(), marks[None], np.ones(1))
+    b = plain.fill(frame[None].copy(), marks[None], np.ones(1))
+    assert np.abs(a.astype(int) - b).max() <= 1 and not np.array_equal(a, frame[None])

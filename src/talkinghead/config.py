@@ -301,9 +301,10 @@ class MouthConfig:
     #: guide as the bundled model was trained with.
     guide_distrust: bool = True
     distrust_ramp: float = 0.15
-    #: Draw a mouth interior (cavity, teeth, tongue; :mod:`talkinghead.infer.mouth_interior`) on
-    #: the finished frames where the target opens wider than every shot, at the frames' own
+    #: Put a mouth interior (:mod:`talkinghead.infer.mouth_interior`, made as ``interior`` says)
+    #: on the finished frames where the target opens wider than every shot, at the frames' own
     #: resolution, faded in over ``distrust_ramp``. False: the generator's mouth as it renders.
+    #: (The name predates the learned interior; checkpoints and avatars store it.)
     draw_interior: bool = True
     #: How the interior is made: "learned" (the mouth generator, :mod:`talkinghead.models.mouth`,
     #: trained by ``talkinghead train-mouth``) or "drawn" (closed-form cavity, teeth and tongue,

@@ -1,13 +1,18 @@
-"""A mouth interior drawn where no shot shows one: a dark cavity, the upper teeth under the
-upper lip, the lower teeth and the tongue as the jaw drops, coloured like the person.
+"""The inside of a mouth where no shot shows one, put on the finished frames at their own
+resolution (a 512-px face gets a 512-px mouth), inside the target's inner-lip polygon, faded in
+as the target's opening exceeds the widest opening among the avatar's shots
+(:func:`interior_level`): where a shot opens as wide, the warped shot guides the mouth
+(:func:`~talkinghead.data.mouth.guide_distrust`) and nothing is put there.
 
-It is drawn on the finished frame at the frame's own resolution (a 512-px face gets a
-512-px mouth), inside the target's inner-lip polygon, faded in as the target's opening exceeds
-the widest opening among the avatar's shots (:func:`interior_level`): where a shot opens as
-wide, the warped shot guides the mouth (:func:`~talkinghead.data.mouth.guide_distrust`) and
-nothing is drawn. Every layer is a closed-form function of each pixel's place between the
-lips (numpy over a window around the mouth, no loops over pixels); teeth keep their size
-in mouth widths whatever the opening, so they are never stretched.
+Two ways (``mouth.interior``):
+
+* **learned** (:class:`LearnedInterior`, the default): the mouth generator
+  (:mod:`talkinghead.models.mouth`) fills a canonical crop of each frame's mouth from the lips
+  around it and the person's widest-open shot; the crop is warped back into the frame.
+* **drawn** (:func:`draw_interior`): a dark cavity, the upper teeth under the upper lip, the
+  lower teeth and the tongue as the jaw drops, coloured like the person. Every layer is a
+  closed-form function of each pixel's place between the lips (numpy over a window around the
+  mouth, no loops over pixels); teeth keep their size in mouth widths whatever the opening.
 """
 
 from __future__ import annotations
@@ -206,6 +211,7 @@ class LearnedInterior:
         from talkinghead.data.mouth import apply_affine, cut_mouth, inner_lip_polygon_mask
 
         self.net = net.eval()
+        self.session = onnx_session(self.net)
         cfg = net.config
         crop, matrix = cut_mouth(shot, shot_landmarks, cfg.size, cfg.span)
         mask = inner_lip_polygon_mask(apply_affine(matrix, shot_landmarks[60:68]), (cfg.size, cfg.size), cfg.grow, 0.7)
@@ -233,13 +239,55 @@ class LearnedInterior:
                 matrices.append(matrix)
             target = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
             mask = torch.from_numpy(np.stack(masks))[:, None]
-            n = len(chunk)
-            with torch.no_grad():
-                filled = self.net.fill(target, mask, self.shot.expand(n, -1, -1, -1), self.shot_mask.expand(n, -1, -1, -1))
+            filled = self.run(target, mask)
             filled = ((filled.permute(0, 2, 3, 1) + 1) * 127.5).clamp(0, 255).numpy()
             for t, crop, matrix in zip(chunk, filled, matrices):
                 frames[t] = paste_mouth(frames[t], crop, matrix, landmarks[t], float(levels[t]), cfg.grow)
         return frames
+
+    def run(self, target, mask):
+        """(B, 3, S, S) target crops and (B, 1, S, S) masks → the filled crops (torch)."""
+        import torch
+
+        n = len(target)
+        shot, shot_mask = self.shot.expand(n, -1, -1, -1), self.shot_mask.expand(n, -1, -1, -1)
+        if self.session is None:
+            with torch.no_grad():
+                return self.net.fill(target, mask, shot, shot_mask)
+        inputs = self.net.inputs(target, mask, shot, shot_mask).numpy()
+        out = torch.from_numpy(self.session.run(None, {"x": inputs})[0])
+        return target * (1 - mask) + out * mask
+
+
+def onnx_session(net):
+    """An onnxruntime session running ``net`` (about twice PyTorch's speed on a CPU for this
+    small network), or None where onnxruntime is not installed or the export fails."""
+    import io
+    import logging
+    import warnings
+
+    import torch
+
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    size = net.config.size
+    example = torch.zeros(1, 8, size, size)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(net, example, buffer, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        # No busy-waiting between runs: the renderer's PyTorch threads need those cores next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # exporter and runtime raise many types; PyTorch still works
+        logging.getLogger(__name__).debug(f"mouth generator stays in PyTorch ({exc})")
+        return None
 
 
 def paste_mouth(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray, landmarks: np.ndarray, level: float,
