@@ -21,7 +21,9 @@ EXAMPLES = """examples:
   talkinghead prepare clips/ --out data256/ --size 256
   talkinghead train-mouth data256/ --split faces --out mouth.safetensors --steps 8000
   talkinghead train-mouth data256/ --split faces --out sharp.safetensors --init-from mouth.safetensors \
-      --adversarial 0.05 --steps 2000
+      --adversarial 0.03 --min-opening 0.1 --steps 2000
+  talkinghead train-mouth data256/ --split faces --out small.safetensors --distill-from sharp.safetensors \
+      --channels 12 24 48 64 --steps 3000
 """
 
 
@@ -42,6 +44,11 @@ def add_parser(sub) -> None:
                    help="train on targets whose inner lips are at least this far apart, in inter-ocular "
                         "distances (default 0.04)")
     p.add_argument("--init-from", default=None, metavar="FILE", help="start from this mouth model's weights")
+    p.add_argument("--distill-from", default=None, metavar="FILE",
+                   help="learn this mouth model's output instead of the real mouths (with --channels: a "
+                        "smaller, faster copy)")
+    p.add_argument("--channels", type=int_in(1, 512), nargs="+", default=None,
+                   help="a new generator's channels per level (default 16 32 64 96)")
     p.add_argument("--frames-per-clip", type=int_in(1), default=None, help="most frames cut per clip (default 400)")
     p.add_argument("--save-every", type=int_in(1), default=1000, help="write --out every N steps (default 1000)")
     p.add_argument("--threads", type=int_in(1), default=None, help="CPU threads (default: torch's)")
@@ -65,6 +72,20 @@ def run(args) -> int:
         from talkinghead.checkpoint import load_mouth_checkpoint
 
         config.net, init, _ = load_mouth_checkpoint(args.init_from)
+    if args.channels:
+        if init is not None:
+            raise TalkingHeadError("--channels builds a new generator: it cannot be combined with --init-from")
+        config.net.channels = tuple(args.channels)
+        config.net.validate()
+    teacher = None
+    if args.distill_from:
+        from talkinghead.checkpoint import load_mouth_checkpoint
+        from talkinghead.models.mouth import MouthGenerator
+
+        teacher_config, weights, _ = load_mouth_checkpoint(args.distill_from)
+        teacher = MouthGenerator(teacher_config).eval()
+        teacher.load_state_dict(weights)
+        config.net.size, config.net.span, config.net.grow = teacher_config.size, teacher_config.span, teacher_config.grow
     for name in ("steps", "batch_size", "lr", "frames_per_clip", "adversarial", "min_opening"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
@@ -83,6 +104,6 @@ def run(args) -> int:
     log.info(f"{len(data)} mouths of {len(identities)} identities"
              + (f"; {len(holdout)} held out of {len(held_out)}" if holdout is not None else ""))
     train_mouth(data, config, args.out, holdout=holdout, progress=show, save_every=args.save_every, log=log.info,
-                init=init)
+                init=init, teacher=teacher)
     log.info(f"mouth model -> {args.out}")
     return 0

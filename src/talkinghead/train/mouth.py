@@ -147,10 +147,13 @@ def masked_l1(output: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> t
 
 def train_mouth(data: MouthCrops, config: MouthTrainConfig, out: str | Path,
                 holdout: MouthCrops | None = None, progress: bool = True, save_every: int = 1000,
-                log: Callable[[str], None] = print, init: dict[str, torch.Tensor] | None = None) -> MouthGenerator:
+                log: Callable[[str], None] = print, init: dict[str, torch.Tensor] | None = None,
+                teacher: MouthGenerator | None = None) -> MouthGenerator:
     """Train (from scratch, or from ``init`` weights) and save to ``out`` (safetensors,
     atomically, every ``save_every`` steps and at the end). ``holdout``: crops of other
-    identities, scored every ``save_every`` steps."""
+    identities, scored every ``save_every`` steps. ``teacher``: learn that generator's output
+    instead of the real mouth (a smaller, faster copy of a trained one: its target is one
+    sharp mouth per input, not the average of many, so L1 alone keeps it sharp)."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     net = MouthGenerator(config.net)
@@ -167,6 +170,9 @@ def train_mouth(data: MouthCrops, config: MouthTrainConfig, out: str | Path,
     for step in bar:
         batch = make_batch(data, *sample_pairs(data, config.batch_size, rng, config.min_opening), config.net.grow, rng)
         filled = net.fill(batch["target"], batch["target_mask"], batch["shot"], batch["shot_mask"])
+        if teacher is not None:
+            with torch.no_grad():
+                batch["real"] = teacher.fill(batch["target"], batch["target_mask"], batch["shot"], batch["shot_mask"])
         loss = masked_l1(filled, batch["real"], batch["target_mask"])
         total = loss
         if critic is not None:
