@@ -126,6 +126,11 @@ def test_train_mouth_command_writes_a_loadable_model(tmp_path):
     assert main(["train-mouth", str(data), "--out", str(out), "--steps", "3", "--batch-size", "2", "--no-progress"]) == 0
     config, state, extra = load_mouth_checkpoint(out)
     assert config == MouthNetConfig() and extra["train"]["steps"] == 3 and state
+    small = tmp_path / "small.safetensors"
+    assert main(["train-mouth", str(data), "--out", str(small), "--steps", "2", "--batch-size", "2", "--no-progress",
+                 "--distill-from", str(out), "--channels", "8", "16"]) == 0
+    assert load_mouth_checkpoint(small)[0].channels == (8, 16)
+    assert main(["train-mouth", str(data), "--out", str(small), "--init-from", str(out), "--channels", "8", "16"]) == 2
     assert main(["train-mouth", str(tmp_path / "nothing"), "--out", str(out), "--steps", "1"]) == 2
 
 
