@@ -79,8 +79,8 @@ def main() -> None:
     print(f"# live benchmark: {args.clip.name} ({info.width}x{info.height} at {info.fps:g} fps), "
           f"{args.frames} frames per row; {os.cpu_count()} cores, load average {load:.1f} at start\n")
     print("| row | size | renderer | shown/s | dropped/offered | latency median | latency p90 | track ms | render ms "
-          "| load after |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| mouth ms | load after |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     folder = Path(tempfile.mkdtemp())
     for row in args.rows:
         size, kind = row.split("-")
@@ -92,7 +92,7 @@ def main() -> None:
         s = run(avatar, args.clip, args.frames, backend, out_size)
         print(f"| {label} | {size} | {backend} | {s['fps']:.1f} | {s['dropped']}/{s['offered']} | "
               f"{s['latency_ms_median']:.0f} ms | {s['latency_ms_p90']:.0f} ms | {s['track_ms_median']:.1f} | "
-              f"{s['render_ms_median']:.1f} | {os.getloadavg()[0]:.1f} |", flush=True)
+              f"{s['render_ms_median']:.1f} | {s['finish_ms_median']:.1f} | {os.getloadavg()[0]:.1f} |", flush=True)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 

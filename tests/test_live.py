@@ -93,6 +93,28 @@ def test_pipeline_reraises_a_stage_error():
         list(pipeline.frames())
 
 
+def test_pipeline_finishes_frames_in_its_own_stage():
+    import threading
+
+    threads = {}
+
+    class SplitRenderer:
+        def render(self, landmarks):
+            threads["render"] = threading.current_thread().name
+            return np.zeros((4, 4, 3), np.uint8)
+
+        def finish(self, image, landmarks):
+            threads["finish"] = threading.current_thread().name
+            return image + 7
+
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 3
+    pipeline = LivePipeline(iter(frames), lambda image, t: (np.zeros((68, 2)), "ok"), SplitRenderer())
+    shown = list(pipeline.frames())
+    assert shown and all(int(f.rendered.max()) == 7 for f in shown)  # every frame was finished
+    assert threads == {"render": "live-render", "finish": "live-finish"}
+    assert len(pipeline.stats.finish_ms) >= len(shown)
+
+
 def test_driver_holds_last_good_pose_when_face_is_lost(driver_clip):
     from talkinghead.data.landmarks import get_detector
     from talkinghead.data.video import read_frames

@@ -229,12 +229,20 @@ class TorchRenderer:
         self.avatar = avatar  # draws mouth interiors on the finished frames
 
     @torch.inference_mode()
-    def __call__(self, landmarks: np.ndarray) -> np.ndarray:
+    def render(self, landmarks: np.ndarray) -> np.ndarray:
+        """The face without its mouth interior (:meth:`finish` adds it)."""
         sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None]
         marks = torch.from_numpy(np.asarray(landmarks, np.float32))[None]
         out = self.module(sketch, marks, self.shot_bias(marks))[0]
-        image = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+    def finish(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """A rendered frame with its mouth interior (a separate step so that the live pipeline
+        can run it on the next frame's time, beside the next render)."""
         return draw_mouth(self.avatar, image, landmarks)
+
+    def __call__(self, landmarks: np.ndarray) -> np.ndarray:
+        return self.finish(self.render(landmarks), landmarks)
 
 
 class OnnxAvatarRenderer:
@@ -254,13 +262,16 @@ class OnnxAvatarRenderer:
         self.shot_bias = ShotCrossFade(avatar.renderer().to("cpu").eval(), cross_fade)
         self.avatar = avatar  # draws mouth interiors beside the graph
 
-    def __call__(self, landmarks: np.ndarray) -> np.ndarray:
+    def render(self, landmarks: np.ndarray) -> np.ndarray:
+        """The face without its mouth interior (:meth:`finish` adds it)."""
         sketch = sketch_to_tensor(landmarks_to_sketch(landmarks, self.size))[None].numpy()
         marks = np.asarray(landmarks, np.float32)[None]
         bias = self.shot_bias(torch.from_numpy(marks))
         out = self.runtime(sketch, marks, None if bias is None else bias.numpy())[0]
-        image = ((np.clip(out, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
-        return draw_mouth(self.avatar, image, landmarks)
+        return ((np.clip(out, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
+
+    finish = TorchRenderer.finish
+    __call__ = TorchRenderer.__call__
 
 
 # -- the pipeline -----------------------------------------------------------------------------
@@ -276,6 +287,7 @@ class LiveStats:
     latencies_ms: list = field(default_factory=list)  # captured → shown, per shown frame
     track_ms: list = field(default_factory=list)  # time in the tracking stage, per frame
     render_ms: list = field(default_factory=list)  # time in the rendering stage, per frame
+    finish_ms: list = field(default_factory=list)  # time in the finishing stage (mouth interior), per frame
     started: float = field(default_factory=time.perf_counter)
     ended: float | None = None
 
@@ -297,11 +309,17 @@ class LiveStats:
                 "fps": round(self.fps, 2), "latency_ms_median": round(self.latency(50), 1),
                 "latency_ms_p90": round(self.latency(90), 1),
                 "track_ms_median": round(float(np.median(self.track_ms)), 1) if self.track_ms else float("nan"),
-                "render_ms_median": round(float(np.median(self.render_ms)), 1) if self.render_ms else float("nan")}
+                "render_ms_median": round(float(np.median(self.render_ms)), 1) if self.render_ms else float("nan"),
+                "finish_ms_median": round(float(np.median(self.finish_ms)), 1) if self.finish_ms else float("nan")}
 
 
 class LivePipeline:
-    """Capture, tracking and rendering in three threads; the caller shows the frames.
+    """Capture, tracking, rendering and finishing in four threads; the caller shows the frames.
+
+    A renderer with ``render(landmarks)`` and ``finish(image, landmarks)`` methods (both live
+    renderers) has the mouth interior put on in the finishing thread, while the next frame
+    renders: on two cores that keeps the interior's few milliseconds out of the frame rate.
+    Any other callable ``landmarks → image`` is the whole rendering stage.
 
     ``for frame in pipeline.frames(): ...`` yields :class:`Frame` objects with ``rendered`` set,
     in capture order (older frames overtaken by newer ones are dropped); break or call
@@ -317,12 +335,13 @@ class LivePipeline:
         self.stats = LiveStats()
         self.last_time = 0.0  # Frame.time of the last captured frame: where a recording ends
         self._captured, self._tracked, self._rendered = LatestSlot(), LatestSlot(), LatestSlot()
+        self._finished = LatestSlot()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._fps_window: collections.deque = collections.deque(maxlen=30)
         self._threads = [threading.Thread(target=self._guard(fn), name=f"live-{name}", daemon=True)
                          for name, fn in (("capture", self._capture), ("track", self._track),
-                                          ("render", self._render))]
+                                          ("render", self._render), ("finish", self._finish))]
 
     def _guard(self, fn):
         def run():
@@ -331,7 +350,7 @@ class LivePipeline:
             except BaseException as exc:  # shown to the caller, which re-raises it
                 self._errors.append(exc)
                 self._stop.set()
-                for slot in (self._captured, self._tracked, self._rendered):
+                for slot in (self._captured, self._tracked, self._rendered, self._finished):
                     slot.close()
         return run
 
@@ -373,11 +392,21 @@ class LivePipeline:
         self._stage(self._captured, self._tracked, track, self.stats.track_ms)
 
     def _render(self) -> None:
+        split = hasattr(self.renderer, "render") and hasattr(self.renderer, "finish")
+
         def render(frame: Frame) -> None:
-            frame.rendered = self.renderer(frame.landmarks)
+            frame.rendered = self.renderer.render(frame.landmarks) if split else self.renderer(frame.landmarks)
             if self.render_delay:
                 time.sleep(self.render_delay)
         self._stage(self._tracked, self._rendered, render, self.stats.render_ms)
+
+    def _finish(self) -> None:
+        split = hasattr(self.renderer, "render") and hasattr(self.renderer, "finish")
+
+        def finish(frame: Frame) -> None:
+            if split:
+                frame.rendered = self.renderer.finish(frame.rendered, frame.landmarks)
+        self._stage(self._rendered, self._finished, finish, self.stats.finish_ms)
 
     def frames(self) -> Iterator[Frame]:
         """Rendered frames as they come; the pipeline's threads run while this is iterated."""
@@ -386,9 +415,9 @@ class LivePipeline:
             thread.start()
         try:
             while True:
-                frame = self._rendered.take()
+                frame = self._finished.take()
                 if frame is None:
-                    if self._rendered.closed_and_empty or self._stop.is_set():
+                    if self._finished.closed_and_empty or self._stop.is_set():
                         break
                     continue
                 now = time.perf_counter()
@@ -411,7 +440,7 @@ class LivePipeline:
 
     def stop(self) -> None:
         self._stop.set()
-        for slot in (self._captured, self._tracked, self._rendered):
+        for slot in (self._captured, self._tracked, self._rendered, self._finished):
             slot.close()
         for thread in self._threads:
             if thread.is_alive() and thread is not threading.current_thread():
@@ -420,7 +449,7 @@ class LivePipeline:
         # Frames overtaken by a newer one in a mailbox (never shown), plus those the source
         # delivered while the reader was too late for them.
         self.stats.late = getattr(self.source, "skipped", 0)
-        self.stats.dropped = sum(s.dropped for s in (self._captured, self._tracked, self._rendered)) + self.stats.late
+        self.stats.dropped = sum(s.dropped for s in (self._captured, self._tracked, self._rendered, self._finished)) + self.stats.late
 
 
 # -- recording --------------------------------------------------------------------------------
