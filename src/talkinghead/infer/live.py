@@ -29,7 +29,7 @@ from talkinghead.data.tracking import FaceTracker
 from talkinghead.data.sketch import landmarks_to_sketch, sketch_to_tensor
 from talkinghead.errors import TalkingHeadError
 from talkinghead.infer.reenact import adapt_landmarks
-from talkinghead.infer.smoothing import OneEuroFilter, face_scale
+from talkinghead.infer.smoothing import LandmarkSmoother, face_scale
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class LiveDriver:
         self.smoothing = smoothing
         self.min_cutoff, self.beta = min_cutoff, beta
         self.reference: np.ndarray | None = None  # driver's neutral face (68, 2)
-        self.filter: OneEuroFilter | None = None
+        self.filter: LandmarkSmoother | None = None
         self.last_confirmed: np.ndarray | None = None  # adapted landmarks of the last verified frame
         self.last_time: float | None = None
         self.lost_frames = 0
@@ -177,7 +177,7 @@ class LiveDriver:
             return self.last_confirmed.copy(), "lost"
         if self.reference is None:
             self.reference = points.copy()
-            self.filter = OneEuroFilter(self.min_cutoff, self.beta, scale=face_scale(points))
+            self.filter = LandmarkSmoother(face_scale(points), self.min_cutoff, self.beta)
         dt = 1 / 25 if self.last_time is None else max(timestamp - self.last_time, 1e-3)
         self.last_time = timestamp
         if self.smoothing:
