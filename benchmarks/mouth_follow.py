@@ -2,6 +2,7 @@
 
     python benchmarks/mouth_follow.py                   # dev clips + cross-person pairs, CLI defaults
     python benchmarks/mouth_follow.py --steps 0 --clips 4 --no-cross
+    python benchmarks/mouth_follow.py --smoothing-only      # the driving track's smoothing alone
 
 For each dev-split clip of the shared faces data (its first ``MAX_FRAMES`` frames, tracked at
 the clip's resolution), an avatar is built from 8 frames of the first half evenly spaced (CLI
@@ -82,6 +83,27 @@ def table(rows: list[tuple[str, dict]], title: str) -> None:
     print("| min | " + " | ".join(f"{v:.2f}" for v in np.nanmin(values, 0)) + " |")
 
 
+def smoothing_only(frames: int) -> None:
+    """Per dev clip, the correlation of the smoothed driver's mouth opening with the raw one: the
+    most the rendered mouth can follow, whatever the renderer does."""
+    from talkinghead.infer.smoothing import MOUTH_MIN_CUTOFF, smooth_landmarks
+
+    cutoffs = {"lips at 1.5 Hz (as the face)": 1.5, f"lips at {MOUTH_MIN_CUTOFF:g} Hz (shipped)": MOUTH_MIN_CUTOFF}
+    rows = []
+    for clip in split_clips("dev"):
+        track, _valid = clip_track(clip)
+        driver = track[len(track) // 2:len(track) // 2 + frames]
+        rows.append((clip.name, {name: correlation(mouth_opening(smooth_landmarks(driver, clip.fps, mouth_min_cutoff=c)),
+                                                   mouth_opening(driver)) for name, c in cutoffs.items()}))
+    names = list(cutoffs)
+    print("| dev clip | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
+    for name, result in rows:
+        print(f"| {name} | " + " | ".join(f"{result[n]:.2f}" for n in names) + " |")
+    values = np.array([[r[n] for n in names] for _, r in rows])
+    print("| **mean** | " + " | ".join(f"**{v:.2f}**" for v in values.mean(0)) + " |")
+    print("| lowest | " + " | ".join(f"{v:.2f}" for v in values.min(0)) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the CLI's)")
@@ -91,7 +113,13 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--portraits", nargs="+", default=list(PORTRAITS), help="cross-person sources")
     parser.add_argument("--drivers", nargs="+", default=list(CROSS_DRIVERS), help="cross-person driving clips")
+    parser.add_argument("--smoothing-only", action="store_true",
+                        help="no rendering: how well the smoothed driver's mouth opening follows the raw one, "
+                             "with the lips smoothed like the face (1.5 Hz) and as shipped")
     args = parser.parse_args()
+    if args.smoothing_only:
+        smoothing_only(args.frames)
+        return
     import torch
 
     from talkinghead.infer.avatar import Avatar

@@ -69,8 +69,8 @@ def face_scale(landmarks: np.ndarray) -> float:
 MOUTH = slice(48, 68)
 ANCHOR = [27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45]
 #: Rest cut-off (Hz) of the lips' motion relative to the face: speech moves the lips at 3–6 Hz,
-#: which the head's 1.5 Hz would flatten (the opening of a smoothed dev track correlated 0.84
-#: with the raw one at 1.5 Hz, 0.95 at 5 Hz; docs/model-card.md#mouths).
+#: which the head's 1.5 Hz would flatten (benchmarks/mouth_follow.py --smoothing-only;
+#: docs/model-card.md#mouths).
 MOUTH_MIN_CUTOFF = 5.0
 
 
