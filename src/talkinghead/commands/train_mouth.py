@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import torch
 
+    from talkinghead.checkpoint import load_mouth_checkpoint
     from talkinghead.data.store import load_index
     from talkinghead.errors import TalkingHeadError
     from talkinghead.eval.splits import load_split, train_identities
@@ -69,8 +70,6 @@ def run(args) -> int:
     config = MouthTrainConfig()
     init = None
     if args.init_from:
-        from talkinghead.checkpoint import load_mouth_checkpoint
-
         config.net, init, _ = load_mouth_checkpoint(args.init_from)
     if args.channels:
         if init is not None:
@@ -79,7 +78,6 @@ def run(args) -> int:
         config.net.validate()
     teacher = None
     if args.distill_from:
-        from talkinghead.checkpoint import load_mouth_checkpoint
         from talkinghead.models.mouth import MouthGenerator
 
         teacher_config, weights, _ = load_mouth_checkpoint(args.distill_from)
@@ -95,7 +93,7 @@ def run(args) -> int:
     if args.split:
         split = load_split(args.split)
         identities = train_identities(split, available)
-        held_out = [i for i in split.get("dev", []) if i in set(available)]
+        held_out = sorted(set(split.get("dev", [])) & set(available))
         if not identities:
             raise TalkingHeadError(f"{args.split}: no training identities left in {args.dataset}")
     show = not args.no_progress

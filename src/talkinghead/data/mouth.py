@@ -151,6 +151,24 @@ def cut_mouth(image: np.ndarray, landmarks: np.ndarray, size: int, span: float) 
     return crop, matrix
 
 
+#: Gaussian σ (crop pixels) of the mouth generator's mask edge, in training and inference alike.
+GENERATOR_MASK_SOFTNESS = 0.7
+
+
+def generator_mask(inner_points: np.ndarray, size: int, grow: float) -> np.ndarray:
+    """(8, 2) inner-lip points in a ``size``-px canonical crop → the (size, size) float32 mask the
+    mouth generator blanks and fills: the polygon grown by ``grow`` pixels, its edge softened."""
+    return inner_lip_polygon_mask(inner_points, (size, size), grow, GENERATOR_MASK_SOFTNESS)
+
+
+def cut_mouth_for_generator(image: np.ndarray, landmarks: np.ndarray, size: int, span: float,
+                            grow: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 frame + its (68, 2) landmarks → its canonical mouth crop (size, size, 3),
+    the generator's mask there (:func:`generator_mask`) and the (2, 3) image → crop matrix."""
+    crop, matrix = cut_mouth(image, landmarks, size, span)
+    return crop, generator_mask(apply_affine(matrix, np.asarray(landmarks)[60:68]), size, grow), matrix
+
+
 def inner_lip_polygon_mask(points: np.ndarray, size_hw: tuple[int, int], grow: float = 0.0,
                            soft: float = 0.0) -> np.ndarray:
     """(8, 2) inner-lip points (60–67) in pixels → (H, W) float32 mask in [0, 1]: the polygon

@@ -354,25 +354,30 @@ class Avatar:
 
     def mouth_palette(self):
         """The person's mouth colours (:func:`~talkinghead.infer.mouth_interior.mouth_palette`),
-        from the shot whose lips open widest (the one most likely to show teeth)."""
+        from :meth:`widest_open_shot`."""
         if getattr(self, "_mouth_palette", None) is None:
-            from talkinghead.data.mouth import lip_opening
             from talkinghead.infer.mouth_interior import mouth_palette
 
-            widest = int(lip_opening(torch.from_numpy(self.landmarks)).argmax())
-            hi = self.crops_hi[widest]
-            scale = hi.shape[0] / self.size
-            self._mouth_palette = mouth_palette(hi, (self.landmarks[widest] + 0.5) * scale - 0.5)
+            self._mouth_palette = mouth_palette(*self.widest_open_shot())
         return self._mouth_palette
 
+    def widest_open_shot(self) -> tuple[np.ndarray, np.ndarray]:
+        """The shot whose lips open widest (the one most likely to show teeth): its (H, W, 3)
+        uint8 image at the resolution kept (``crops_hi``) and its (68, 2) landmarks there."""
+        from talkinghead.data.mouth import lip_opening
+
+        widest = int(lip_opening(torch.from_numpy(self.landmarks)).argmax())
+        hi = self.crops_hi[widest]
+        scale = hi.shape[0] / self.size
+        return hi, (self.landmarks[widest] + 0.5) * scale - 0.5
+
     def learned_mouth(self):
-        """The mouth generator set up with this avatar's widest-open shot
+        """The mouth generator set up with :meth:`widest_open_shot`
         (:class:`~talkinghead.infer.mouth_interior.LearnedInterior`), loaded once from
         ``mouth.weights`` or the bundled file."""
         weights = self.config.mouth.weights
         if getattr(self, "_learned_mouth", None) is None or self._learned_mouth[0] != weights:
             from talkinghead.checkpoint import load_mouth_checkpoint
-            from talkinghead.data.mouth import lip_opening
             from talkinghead.infer.bundled import resolve_mouth_weights
             from talkinghead.infer.mouth_interior import LearnedInterior
             from talkinghead.models.mouth import MouthGenerator
@@ -380,10 +385,7 @@ class Avatar:
             net_config, state, _ = load_mouth_checkpoint(resolve_mouth_weights(weights or None))
             net = MouthGenerator(net_config)
             net.load_state_dict(state)
-            widest = int(lip_opening(torch.from_numpy(self.landmarks)).argmax())
-            hi = self.crops_hi[widest]
-            scale = hi.shape[0] / self.size
-            self._learned_mouth = (weights, LearnedInterior(net, hi, (self.landmarks[widest] + 0.5) * scale - 0.5))
+            self._learned_mouth = (weights, LearnedInterior(net, *self.widest_open_shot()))
         return self._learned_mouth[1]
 
     def draw_mouths(self, frames: np.ndarray, landmarks: np.ndarray, enlarged: float = 1.0) -> np.ndarray:

@@ -217,7 +217,19 @@ def draw_mouth(avatar, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return avatar.draw_mouths(np.ascontiguousarray(image)[None], marks, enlarged=scale)[0]
 
 
-class TorchRenderer:
+class _MouthFinishing:
+    """What both live renderers share: ``render(landmarks)`` (the face without its mouth
+    interior, theirs) and ``finish`` (the interior, a separate step so that the live pipeline
+    can run it on the next frame's time, beside the next render); calling one does both."""
+
+    def finish(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return draw_mouth(self.avatar, image, landmarks)
+
+    def __call__(self, landmarks: np.ndarray) -> np.ndarray:
+        return self.finish(self.render(landmarks), landmarks)
+
+
+class TorchRenderer(_MouthFinishing):
     """(68, 2) landmarks → (O, O, 3) uint8 with an avatar's :meth:`Avatar.sized_renderer` module
     (O: ``size``, default the avatar's output size)."""
 
@@ -236,16 +248,8 @@ class TorchRenderer:
         out = self.module(sketch, marks, self.shot_bias(marks))[0]
         return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
-    def finish(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """A rendered frame with its mouth interior (a separate step so that the live pipeline
-        can run it on the next frame's time, beside the next render)."""
-        return draw_mouth(self.avatar, image, landmarks)
 
-    def __call__(self, landmarks: np.ndarray) -> np.ndarray:
-        return self.finish(self.render(landmarks), landmarks)
-
-
-class OnnxAvatarRenderer:
+class OnnxAvatarRenderer(_MouthFinishing):
     """The same with onnxruntime: the avatar's renderer is exported to a temporary ONNX file
     (about 2.5× PyTorch's frames/s at 128 px on one CPU thread; needs the [app] extra)."""
 
@@ -269,9 +273,6 @@ class OnnxAvatarRenderer:
         bias = self.shot_bias(torch.from_numpy(marks))
         out = self.runtime(sketch, marks, None if bias is None else bias.numpy())[0]
         return ((np.clip(out, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
-
-    finish = TorchRenderer.finish
-    __call__ = TorchRenderer.__call__
 
 
 # -- the pipeline -----------------------------------------------------------------------------
@@ -330,6 +331,8 @@ class LivePipeline:
     def __init__(self, source: Iterator[np.ndarray], driver: Callable, renderer: Callable,
                  max_frames: int | None = None, render_delay: float = 0.0):
         self.source, self.driver, self.renderer = source, driver, renderer
+        # a renderer that finishes frames separately (render + finish) or one callable
+        self._finishes = hasattr(renderer, "render") and hasattr(renderer, "finish")
         self.max_frames = max_frames
         self.render_delay = render_delay
         self.stats = LiveStats()
@@ -392,19 +395,15 @@ class LivePipeline:
         self._stage(self._captured, self._tracked, track, self.stats.track_ms)
 
     def _render(self) -> None:
-        split = hasattr(self.renderer, "render") and hasattr(self.renderer, "finish")
-
         def render(frame: Frame) -> None:
-            frame.rendered = self.renderer.render(frame.landmarks) if split else self.renderer(frame.landmarks)
+            frame.rendered = self.renderer.render(frame.landmarks) if self._finishes else self.renderer(frame.landmarks)
             if self.render_delay:
                 time.sleep(self.render_delay)
         self._stage(self._tracked, self._rendered, render, self.stats.render_ms)
 
     def _finish(self) -> None:
-        split = hasattr(self.renderer, "render") and hasattr(self.renderer, "finish")
-
         def finish(frame: Frame) -> None:
-            if split:
+            if self._finishes:
                 frame.rendered = self.renderer.finish(frame.rendered, frame.landmarks)
         self._stage(self._rendered, self._finished, finish, self.stats.finish_ms)
 

@@ -208,13 +208,12 @@ class LearnedInterior:
         image of the person (the avatar's shot whose mouth opens widest) and its (68, 2) landmarks."""
         import torch
 
-        from talkinghead.data.mouth import apply_affine, cut_mouth, inner_lip_polygon_mask
+        from talkinghead.data.mouth import cut_mouth_for_generator
 
         self.net = net.eval()
         self.session = onnx_session(self.net)
         cfg = net.config
-        crop, matrix = cut_mouth(shot, shot_landmarks, cfg.size, cfg.span)
-        mask = inner_lip_polygon_mask(apply_affine(matrix, shot_landmarks[60:68]), (cfg.size, cfg.size), cfg.grow, 0.7)
+        crop, mask, _ = cut_mouth_for_generator(shot, shot_landmarks, cfg.size, cfg.span, cfg.grow)
         self.shot = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
         self.shot_mask = torch.from_numpy(mask)[None, None]
 
@@ -223,7 +222,7 @@ class LearnedInterior:
         frames with the mouths of those whose level is above 0 replaced (in place)."""
         import torch
 
-        from talkinghead.data.mouth import apply_affine, cut_mouth, inner_lip_polygon_mask
+        from talkinghead.data.mouth import cut_mouth_for_generator
 
         cfg = self.net.config
         todo = [t for t in np.flatnonzero(np.asarray(levels) > 0)
@@ -232,10 +231,9 @@ class LearnedInterior:
             chunk = todo[start:start + batch_size]
             crops, masks, matrices = [], [], []
             for t in chunk:
-                crop, matrix = cut_mouth(frames[t], landmarks[t], cfg.size, cfg.span)
-                inner = apply_affine(matrix, landmarks[t][60:68])
+                crop, mask, matrix = cut_mouth_for_generator(frames[t], landmarks[t], cfg.size, cfg.span, cfg.grow)
                 crops.append(crop)
-                masks.append(inner_lip_polygon_mask(inner, (cfg.size, cfg.size), cfg.grow, 0.7))
+                masks.append(mask)
                 matrices.append(matrix)
             target = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
             mask = torch.from_numpy(np.stack(masks))[:, None]
@@ -268,6 +266,8 @@ def onnx_session(net):
 
     import torch
 
+    from talkinghead.infer.onnx_export import cpu_session
+
     try:
         import onnxruntime
     except ImportError:
@@ -280,11 +280,7 @@ def onnx_session(net):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(net, example, buffer, input_names=["x"], output_names=["y"],
                               dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        # No busy-waiting between runs: the renderer's PyTorch threads need those cores next.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        return cpu_session(onnxruntime, buffer.getvalue(), torch.get_num_threads())
     except Exception as exc:  # exporter and runtime raise many types; PyTorch still works
         logging.getLogger(__name__).debug(f"mouth generator stays in PyTorch ({exc})")
         return None

@@ -78,20 +78,26 @@ def _declare_missing_inputs(onnx, model, size: int, shots: int) -> None:
             model.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shapes[name]))
 
 
+def cpu_session(ort, model: str | bytes, threads: int | None = None):
+    """An onnxruntime CPU session for a model file or serialised bytes (``ort``: the
+    onnxruntime module), ``threads`` intra-op threads (None: onnxruntime's choice)."""
+    options = ort.SessionOptions()
+    # No busy-waiting between runs: spinning threads starve PyTorch (and the live
+    # pipeline's other stages) on a machine with few cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRenderer:
     """Renders with onnxruntime: ``(sketches, landmarks[, shot_bias]) numpy → images numpy``
     (models exported before ``shot_bias`` existed take the first two)."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         _, ort = _require_onnx()
-        options = ort.SessionOptions()
-        # No busy-waiting between runs: spinning threads starve PyTorch (and the live
-        # pipeline's other stages) on a machine with few cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(ort, str(path), threads)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise TalkingHeadError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         self.inputs = [i.name for i in self.session.get_inputs()]

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from talkinghead.checkpoint import save_mouth_checkpoint
 from talkinghead.config import MouthNetConfig
-from talkinghead.data.mouth import apply_affine, cut_mouth, inner_lip_polygon_mask, lip_opening
+from talkinghead.data.mouth import apply_affine, cut_mouth, generator_mask, lip_opening
 from talkinghead.data.store import ClipReader, clip_rows, load_index
 from talkinghead.errors import TalkingHeadError
 from talkinghead.models.mouth import MouthCritic, MouthGenerator
@@ -118,8 +118,7 @@ def make_batch(data: MouthCrops, targets: np.ndarray, shots: np.ndarray, grow: f
     out = {k: [] for k in ("target", "target_mask", "shot", "shot_mask", "real")}
     for t, s in zip(targets, shots):
         target, shot = data.crops[t].astype(np.float32), data.crops[s].astype(np.float32)
-        t_mask = inner_lip_polygon_mask(data.inner[t], (size, size), grow=grow, soft=0.7)
-        s_mask = inner_lip_polygon_mask(data.inner[s], (size, size), grow=grow, soft=0.7)
+        t_mask, s_mask = generator_mask(data.inner[t], size, grow), generator_mask(data.inner[s], size, grow)
         if rng is not None:
             gain = (rng.uniform(0.75, 1.25) * rng.uniform(0.92, 1.08, 3)).astype(np.float32)  # lighting, white balance
             target, shot = target * gain, shot * gain
